@@ -1,0 +1,3 @@
+from llama_box.server.cli import main
+
+main()

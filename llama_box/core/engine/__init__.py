@@ -1,0 +1,20 @@
+"""The engine: slots, the scheduler thread and continuous batching."""
+
+from llama_box.core.engine.request import (
+    ErrorEvent,
+    Event,
+    FinishEvent,
+    GenerationRequest,
+    TokenEvent,
+)
+from llama_box.core.engine.scheduler import Engine, EngineNotReady
+
+__all__ = [
+    "Engine",
+    "EngineNotReady",
+    "ErrorEvent",
+    "Event",
+    "FinishEvent",
+    "GenerationRequest",
+    "TokenEvent",
+]

@@ -1,0 +1,398 @@
+"""The engine: one thread owns the model and runs every active request in one batch per step.
+
+The asyncio side only submits requests and reads their event queues; every native call
+(load, decode, sample, free) happens in the scheduler thread, so the event loop never
+waits on llama.cpp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import pluggy
+
+from llama_box.core.engine.request import (
+    ErrorEvent,
+    Event,
+    FinishEvent,
+    FinishReason,
+    GenerationRequest,
+    StopType,
+    TokenEvent,
+)
+from llama_box.core.engine.text import TextAssembler
+from llama_box.core.settings import Settings
+from llama_box.core.types import ChatMessage, DecodeBatch, DecodeError, Sampler, TextModel
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_SECONDS = 0.5
+"""How often an idle scheduler wakes to expire queued requests and notice shutdown."""
+
+
+class EngineNotReady(RuntimeError):
+    """The model is still loading (or failed to load)."""
+
+
+@dataclass(slots=True, eq=False)
+class Slot:
+    id: int
+    request: GenerationRequest | None = None
+    sampler: Sampler | None = None
+    assembler: TextAssembler | None = None
+    pending: list[int] = field(default_factory=list)
+    """Prompt tokens not decoded yet."""
+    n_past: int = 0
+    """Tokens of this slot in the KV cache."""
+    n_predicted: int = 0
+    limit: int = 0
+    next_token: int = -1
+    """The last sampled token: decoded in the next step."""
+    batch_index: int = -1
+    """Where this slot's logits are in the current batch (-1: none this step)."""
+    n_in_batch: int = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.request is None
+
+
+class Engine:
+    """Owns the model and the scheduler thread; shared by every request handler."""
+
+    def __init__(self, pm: pluggy.PluginManager, settings: Settings) -> None:
+        self.pm = pm
+        self.hook = pm.hook
+        self.settings = settings
+        self.model: TextModel | None = None
+        self.load_error: BaseException | None = None
+        self.ready = threading.Event()
+        self.slots: list[Slot] = []
+        self._queue: deque[GenerationRequest] = deque()
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._batch = DecodeBatch(0)
+        self._thread = threading.Thread(target=self._run, name="llama-box-scheduler", daemon=True)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify_all()
+        self._thread.join()
+
+    def wait_until_settled(self) -> None:
+        """Block until the model has loaded or failed to (call it from a worker thread)."""
+        while not self.ready.wait(0.1) and self._thread.is_alive():
+            pass
+
+    def require_model(self) -> TextModel:
+        if self.model is None or not self.ready.is_set():
+            raise EngineNotReady("Loading model" if self.load_error is None else "Model failed")
+        return self.model
+
+    # --- the asyncio side --------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest) -> None:
+        self.require_model()
+        request.loop = asyncio.get_running_loop()
+        request.timings.queued = time.perf_counter()
+        with self._wakeup:
+            self._queue.append(request)
+            self._wakeup.notify()
+
+    def cancel(self, request: GenerationRequest) -> None:
+        """Drop a request (its client went away); its slot frees at the next step."""
+        request.cancelled = True
+        with self._wakeup:
+            self._wakeup.notify()
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        """Submit and yield events until the last one; cancels the request if the
+        consumer stops early (a client disconnect closes this generator)."""
+        self.submit(request)
+        finished = False
+        try:
+            while not finished:
+                event = await request.events.get()
+                finished = not isinstance(event, TokenEvent)
+                yield event
+        finally:
+            if not finished:
+                self.cancel(request)
+
+    async def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        model = self.require_model()
+        return await asyncio.to_thread(
+            self.hook.llama_box_tokenize,
+            model=model,
+            text=text,
+            add_special=add_special,
+            parse_special=parse_special,
+        )
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        model = self.require_model()
+        return await asyncio.to_thread(self.hook.llama_box_detokenize, model=model, tokens=tokens)
+
+    async def token_piece(self, token: int) -> bytes:
+        model = self.require_model()
+        return await asyncio.to_thread(
+            self.hook.llama_box_token_to_piece, model=model, token=token, special=True
+        )
+
+    async def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        model = self.require_model()
+        return await asyncio.to_thread(
+            self.hook.llama_box_apply_chat_template,
+            model=model,
+            messages=messages,
+            settings=self.settings,
+        )
+
+    @property
+    def n_busy_slots(self) -> int:
+        return sum(not slot.idle for slot in self.slots)
+
+    @property
+    def n_queued(self) -> int:
+        return len(self._queue)
+
+    # --- the scheduler thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._load()
+        except BaseException as error:
+            self.load_error = error
+            log.error("model failed to load: %s", error)
+            return
+        try:
+            while not self._stopping:
+                try:
+                    self._admit()
+                    if all(slot.idle for slot in self.slots):
+                        self._wait_for_work()
+                    else:
+                        self._step()
+                except Exception:
+                    # A bug in one step fails the requests in flight, not the server.
+                    log.exception("scheduler step failed")
+                    for slot in self.slots:
+                        if slot.request is not None:
+                            self._finish_with_error(slot, 500, "Internal error while generating")
+        finally:
+            self._shutdown()
+
+    def _wait_for_work(self) -> None:
+        with self._wakeup:
+            if not self._queue and not self._stopping:
+                self._wakeup.wait(IDLE_WAIT_SECONDS)
+
+    def _load(self) -> None:
+        path = self.settings.model or ""
+        started = time.perf_counter()
+        model = self.hook.llama_box_load_model(path=path, settings=self.settings)
+        if model is None:
+            raise ValueError(f"no installed plugin can load {path!r}")
+        self.model = model
+        self.slots = [Slot(id=i) for i in range(model.n_slots)]
+        self._batch = DecodeBatch(max(self.settings.batch_size, model.n_slots))
+        log.info(
+            "model loaded in %.2f s: %s, %d slots of %d tokens",
+            time.perf_counter() - started,
+            path,
+            model.n_slots,
+            model.n_ctx_slot,
+        )
+        self.ready.set()
+
+    def _shutdown(self) -> None:
+        for slot in self.slots:
+            if slot.request is not None:
+                self._finish_with_error(slot, 503, "Server is shutting down")
+        while self._queue:
+            self._post(self._queue.popleft(), ErrorEvent(503, "Server is shutting down"))
+        if self.model is not None:
+            self.model.close()
+
+    def _admit(self) -> None:
+        """Move queued requests into idle slots, oldest first."""
+        now = time.perf_counter()
+        admitted: list[tuple[Slot, GenerationRequest]] = []
+        with self._wakeup:
+            idle = [slot for slot in self.slots if slot.idle]
+            while self._queue:
+                request = self._queue[0]
+                if request.cancelled:
+                    self._queue.popleft()
+                elif now - request.timings.queued > self.settings.timeout:
+                    self._queue.popleft()
+                    self._post(request, ErrorEvent(503, "Server is busy: no slot became free"))
+                elif idle:
+                    self._queue.popleft()
+                    admitted.append((idle.pop(0), request))
+                else:
+                    break
+        for slot, request in admitted:
+            try:
+                self._start(slot, request, now)
+            except Exception as error:
+                log.exception("could not start request %d", request.id)
+                self._finish_with_error(slot, 500, f"Could not start generation: {error}")
+
+    def _start(self, slot: Slot, request: GenerationRequest, now: float) -> None:
+        model = self.model
+        assert model is not None
+        slot.request = request
+        model.clear_slot(slot.id)
+        slot.sampler = self.hook.llama_box_create_sampler(model=model, params=request.params)
+        slot.assembler = TextAssembler(request.stop)
+        slot.pending = list(request.prompt)
+        slot.n_past = 0
+        slot.n_predicted = 0
+        room = model.n_ctx_slot - len(request.prompt)
+        slot.limit = room if request.n_predict < 0 else min(request.n_predict, room)
+        request.timings.prompt_start = now
+
+    def _step(self) -> None:
+        batch = self._batch
+        batch.clear()
+        for slot in self.slots:
+            if slot.request is not None and slot.request.cancelled:
+                self._release(slot)
+
+        # Every generating slot gets its one token in; prompts fill the room left, so a
+        # long prompt never stalls the streams already running for more than one step.
+        for slot in self.slots:
+            slot.batch_index = -1
+            slot.n_in_batch = 0
+            if slot.request is not None and not slot.pending:
+                slot.batch_index = batch.add([slot.next_token], slot.n_past, slot.id, True)
+                slot.n_in_batch = 1
+        for slot in self.slots:
+            if slot.request is None or not slot.pending or batch.room == 0:
+                continue
+            chunk = slot.pending[: batch.room]
+            last = len(chunk) == len(slot.pending)
+            index = batch.add(chunk, slot.n_past, slot.id, logits_last=last)
+            slot.batch_index = index if last else -1
+            slot.n_in_batch = len(chunk)
+        if batch.n_tokens == 0:
+            return
+
+        model = self.model
+        try:
+            self.hook.llama_box_decode(model=model, batch=batch)
+        except DecodeError as error:
+            log.error("decode failed: %s", error)
+            for slot in self.slots:
+                if slot.n_in_batch:
+                    self._finish_with_error(slot, 500, f"Decoding failed: {error}")
+            return
+
+        now = time.perf_counter()
+        outbox: list[tuple[GenerationRequest, Event]] = []
+        for slot in self.slots:
+            if not slot.n_in_batch:
+                continue
+            slot.n_past += slot.n_in_batch
+            if slot.pending:
+                del slot.pending[: slot.n_in_batch]
+                if slot.pending:
+                    continue
+                slot.request.timings.prompt_end = now  # type: ignore[union-attr]
+            if slot.batch_index >= 0:
+                self._on_logits(slot, now, outbox)
+        self._post_many(outbox)
+
+    def _on_logits(
+        self, slot: Slot, now: float, outbox: list[tuple[GenerationRequest, Event]]
+    ) -> None:
+        request, assembler = slot.request, slot.assembler
+        assert request is not None and assembler is not None
+        if slot.limit <= 0:
+            outbox.append((request, self._finish(slot, "length", "limit", "")))
+            return
+        token = self.hook.llama_box_sample(
+            model=self.model, sampler=slot.sampler, batch_index=slot.batch_index
+        )
+        slot.n_predicted += 1
+        request.timings.last_token = now
+        if not request.ignore_eos and self.model.is_end_of_generation(token):  # type: ignore[union-attr]
+            outbox.append((request, self._finish(slot, "stop", "eos", "")))
+            return
+        piece = self.hook.llama_box_token_to_piece(model=self.model, token=token, special=False)
+        text, stop_word = assembler.feed(piece)
+        if stop_word is not None:
+            outbox.append((request, TokenEvent(text, token)))
+            outbox.append((request, self._finish(slot, "stop", "word", stop_word)))
+        elif slot.n_predicted >= slot.limit:
+            outbox.append((request, TokenEvent(text, token)))
+            outbox.append((request, self._finish(slot, "length", "limit", "")))
+        else:
+            outbox.append((request, TokenEvent(text, token)))
+            slot.next_token = token
+
+    def _finish(
+        self, slot: Slot, reason: FinishReason, stop_type: StopType, stopping_word: str
+    ) -> FinishEvent:
+        request, assembler = slot.request, slot.assembler
+        assert request is not None and assembler is not None
+        event = FinishEvent(
+            reason=reason,
+            stop_type=stop_type,
+            stopping_word=stopping_word,
+            text="" if stop_type == "word" else assembler.flush(),
+            n_prompt=len(request.prompt),
+            n_predicted=slot.n_predicted,
+            timings=request.timings,
+            slot_id=slot.id,
+        )
+        self._release(slot)
+        return event
+
+    def _finish_with_error(self, slot: Slot, status: int, message: str) -> None:
+        request = slot.request
+        self._release(slot)
+        if request is not None:
+            self._post(request, ErrorEvent(status, message))
+
+    def _release(self, slot: Slot) -> None:
+        if slot.sampler is not None:
+            slot.sampler.close()
+        slot.request = None
+        slot.sampler = None
+        slot.assembler = None
+        slot.pending = []
+
+    def _post(self, request: GenerationRequest, event: Event) -> None:
+        self._post_many([(request, event)])
+
+    @staticmethod
+    def _post_many(outbox: list[tuple[GenerationRequest, Event]]) -> None:
+        """Hand events to their event loops: one wake-up per loop per step."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationRequest, Event]]] = {}
+        for request, event in outbox:
+            if request.loop is not None:
+                by_loop.setdefault(request.loop, []).append((request, event))
+        for loop, items in by_loop.items():
+            # A closed loop raises RuntimeError: nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_deliver, items)
+
+
+def _deliver(items: list[tuple[GenerationRequest, Event]]) -> None:
+    for request, event in items:
+        request.events.put_nowait(event)

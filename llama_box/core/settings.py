@@ -1,0 +1,82 @@
+"""The server's settings: one typed struct that the CLI fills and everything else reads."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgspec
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    """Every option of the `llama-box` command, with the seed's defaults.
+
+    Field names follow the long flag (``--ctx-size`` is ``ctx_size``). Options that plugins
+    add through ``llama_box_cli_options`` land in ``plugin_options`` under their own names.
+    """
+
+    # general
+    verbose: bool = False
+    log_verbosity: int = 0
+    log_format: str = "text"
+    log_colors: bool = False
+    trace_hooks: bool = False
+
+    # server
+    host: str = "127.0.0.1"
+    port: int = 8080
+    timeout: int = 600
+    threads_http: int = -1
+    conn_idle: int = 60
+    conn_keepalive: int = 15
+    model: str | None = None
+    alias: str | None = None
+    seed: int = -1
+    flash_attn: bool = False
+    n_gpu_layers: int = -1
+    warmup: bool = True
+
+    # server/completion
+    chat_template: str | None = None
+    jinja: bool = False
+    chat_template_file: str | None = None
+    threads: int = -1
+    threads_batch: int = -1
+    ctx_size: int = 4096
+    batch_size: int = 2048
+    ubatch_size: int = 512
+    n_parallel: int = 1
+    n_predict: int = -1
+    mmap: bool = True
+    mlock: bool = False
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    temp: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.1
+
+    plugin_options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        """The name clients see in /v1/models and in responses."""
+        if self.alias:
+            return self.alias
+        return os.path.basename(self.model or "")
+
+    @property
+    def n_threads(self) -> int:
+        return self.threads if self.threads > 0 else available_cpus()
+
+    @property
+    def n_threads_batch(self) -> int:
+        return self.threads_batch if self.threads_batch > 0 else self.n_threads

@@ -1,0 +1,26 @@
+"""GET /health: 503 while the model loads, then {"status": "ok"}."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+from litestar import get
+
+from llama_box.core.engine import Engine
+from llama_box.core.hookspecs import hookimpl
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+@get("/health", sync_to_thread=False)
+def health(engine: Engine) -> Health:
+    engine.require_model()
+    return Health(status="ok")
+
+
+@hookimpl
+def llama_box_routes(register: Callable[..., None]) -> None:
+    register(health)

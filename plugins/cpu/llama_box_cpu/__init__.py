@@ -1,0 +1,1 @@
+"""llama-box plugin: the CPU backend."""

@@ -1,0 +1,1 @@
+"""llama-box plugin: GGUF text models on llama.cpp."""

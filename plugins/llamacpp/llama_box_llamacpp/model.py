@@ -1,0 +1,323 @@
+"""A GGUF text model on llama.cpp, through llama-cpp-python's low-level bindings."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import llama_cpp as lc
+
+from llama_box.core.settings import Settings
+from llama_box.core.types import ChatMessage, DecodeBatch, DecodeError, SamplingParams
+
+log = logging.getLogger(__name__)
+
+CACHE_TYPES = {
+    "f32": lc.GGML_TYPE_F32,
+    "f16": lc.GGML_TYPE_F16,
+    "bf16": 30,  # GGML_TYPE_BF16, not exported by the bindings
+    "q8_0": lc.GGML_TYPE_Q8_0,
+    "q4_0": lc.GGML_TYPE_Q4_0,
+    "q4_1": lc.GGML_TYPE_Q4_1,
+    "iq4_nl": lc.GGML_TYPE_IQ4_NL,
+    "q5_0": lc.GGML_TYPE_Q5_0,
+    "q5_1": lc.GGML_TYPE_Q5_1,
+}
+
+# Built-in template for architectures whose GGUF files often carry no chat template.
+ARCHITECTURE_TEMPLATES = {
+    "gemma": "gemma",
+    "gemma2": "gemma",
+    "gemma3": "gemma",
+    "gemma3n": "gemma",
+    "llama": "llama3",
+    "llama4": "llama4",
+    "phi3": "phi3",
+    "qwen2": "chatml",
+    "qwen3": "chatml",
+}
+FALLBACK_TEMPLATE = "chatml"
+
+_LOG_LEVELS = {2: logging.ERROR, 3: logging.WARNING, 4: logging.INFO, 1: logging.DEBUG}
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+@lc.llama_log_callback
+def _route_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    message = text.decode("utf-8", errors="replace").rstrip()
+    if message:
+        log.log(_LOG_LEVELS.get(level, logging.DEBUG), "%s", message)
+
+
+def init_backend() -> None:
+    """Initialise llama.cpp once per process and send its log lines to Python logging."""
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            lc.llama_log_set(_route_native_log, ctypes.c_void_p(0))
+            lc.llama_backend_init()
+            _backend_ready = True
+
+
+def builtin_templates() -> list[str]:
+    names = (ctypes.c_char_p * 128)()
+    count = lc.llama_chat_builtin_templates(names, len(names))
+    return sorted(name.decode() for name in names[: min(count, len(names))])
+
+
+class LlamaCppModel:
+    """Owns a llama.cpp model and its context; used from the scheduler thread only,
+    except for the vocabulary calls (tokenize, pieces), which are read-only."""
+
+    def __init__(self, path: str, settings: Settings) -> None:
+        init_backend()
+        self.path = path
+        model_params = lc.llama_model_default_params()
+        model_params.n_gpu_layers = settings.n_gpu_layers
+        model_params.use_mmap = settings.mmap
+        model_params.use_mlock = settings.mlock
+        self._model = lc.llama_model_load_from_file(path.encode(), model_params)
+        if not self._model:
+            raise ValueError(f"llama.cpp could not load the model file {path!r}")
+        self._ctx = None
+        try:
+            self._ctx = lc.llama_init_from_model(self._model, self._context_params(settings))
+            if not self._ctx:
+                raise ValueError("llama.cpp could not create a context for this model")
+        except BaseException:
+            self.close()
+            raise
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        self._memory = lc.llama_get_memory(self._ctx)
+        self.architecture = self.meta("general.architecture") or "unknown"
+        self.n_ctx_train = lc.llama_model_n_ctx_train(self._model)
+        self.n_vocab = lc.llama_vocab_n_tokens(self._vocab)
+        self.add_bos = bool(lc.llama_vocab_get_add_bos(self._vocab))
+        self.n_slots = settings.n_parallel
+        self.n_ctx_slot = lc.llama_n_ctx_seq(self._ctx)
+        raw_template = lc.llama_model_chat_template(self._model, None)
+        self.chat_template = raw_template.decode() if raw_template else None
+        self.builtin_template = self._choose_builtin_template(settings)
+        self.special_tokens = {
+            "bos_token": self._special_text(lc.llama_vocab_bos(self._vocab)),
+            "eos_token": self._special_text(lc.llama_vocab_eos(self._vocab)),
+        }
+        if settings.warmup:
+            self._warm_up()
+
+    @staticmethod
+    def _context_params(settings: Settings) -> Any:
+        params = lc.llama_context_default_params()
+        params.n_ctx = settings.ctx_size
+        params.n_batch = settings.batch_size
+        params.n_ubatch = min(settings.ubatch_size, settings.batch_size)
+        params.n_seq_max = settings.n_parallel
+        params.n_threads = settings.n_threads
+        params.n_threads_batch = settings.n_threads_batch
+        # Each slot gets its own n_ctx / n_parallel cells, as llama-server's -np does.
+        params.kv_unified = False
+        params.flash_attn_type = (
+            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if settings.flash_attn
+            else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        params.type_k = CACHE_TYPES[settings.cache_type_k]
+        params.type_v = CACHE_TYPES[settings.cache_type_v]
+        params.no_perf = True
+        return params
+
+    def _choose_builtin_template(self, settings: Settings) -> str:
+        """The template ``llama_chat_apply_template`` renders when --jinja is off."""
+        if settings.chat_template:
+            if settings.chat_template not in builtin_templates():
+                raise ValueError(
+                    f"unknown chat template {settings.chat_template!r}; "
+                    f"built-in: {', '.join(builtin_templates())}"
+                )
+            return settings.chat_template
+        if self.chat_template:
+            return self.chat_template  # llama.cpp recognises the family from the text
+        name = ARCHITECTURE_TEMPLATES.get(self.architecture, FALLBACK_TEMPLATE)
+        log.info(
+            "the model has no chat template; using the built-in %r for architecture %r",
+            name,
+            self.architecture,
+        )
+        return name
+
+    def _warm_up(self) -> None:
+        """Run one token through the model so the first request pays no first-use costs."""
+        batch = DecodeBatch(1)
+        bos = lc.llama_vocab_bos(self._vocab)
+        batch.add([bos if bos >= 0 else 0], 0, 0, logits_last=True)
+        self.decode(batch)
+        lc.llama_memory_clear(self._memory, True)
+
+    # --- model information -------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1024)
+        n = lc.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "vocab_type": lc.llama_vocab_type(self._vocab),
+            "n_vocab": self.n_vocab,
+            "n_ctx_train": self.n_ctx_train,
+            "n_embd": lc.llama_model_n_embd(self._model),
+            "n_params": lc.llama_model_n_params(self._model),
+            "size": lc.llama_model_size(self._model),
+            "n_ctx": self.n_ctx_slot * self.n_slots,
+            "n_slot": self.n_slots,
+            "n_ctx_slot": self.n_ctx_slot,
+            "architecture": self.architecture,
+        }
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(lc.llama_vocab_is_eog(self._vocab, token))
+
+    # --- text --------------------------------------------------------------------------
+
+    def tokenize(self, text: str, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8", errors="replace")
+        capacity = len(data) + 8
+        while True:
+            tokens = (lc.llama_token * capacity)()
+            n = lc.llama_tokenize(
+                self._vocab, data, len(data), tokens, capacity, add_special, parse_special
+            )
+            if n >= 0:
+                return tokens[:n]
+            capacity = -n
+
+    def token_to_piece(self, token: int, special: bool) -> bytes:
+        self.check_tokens((token,))
+        buf = ctypes.create_string_buffer(64)
+        n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        self.check_tokens(tokens)
+        return b"".join(self.token_to_piece(t, special=True) for t in tokens).decode(
+            "utf-8", errors="replace"
+        )
+
+    def check_tokens(self, tokens: Sequence[int]) -> None:
+        for token in tokens:
+            if not 0 <= token < self.n_vocab:
+                raise ValueError(f"token id {token} is outside the vocabulary [0, {self.n_vocab})")
+
+    def _special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.token_to_piece(token, special=True).decode("utf-8", errors="replace")
+
+    def apply_builtin_template(self, messages: Sequence[ChatMessage]) -> str:
+        encoded = [(m.role.encode(), m.content.encode("utf-8", errors="replace")) for m in messages]
+        chat = (lc.llama_chat_message * len(encoded))()
+        for item, (role, content) in zip(chat, encoded, strict=True):
+            item.role = role
+            item.content = content
+        template = self.builtin_template.encode()
+        size = sum(len(role) + len(content) for role, content in encoded) * 2 + 256
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = lc.llama_chat_apply_template(template, chat, len(encoded), True, buf, size)
+            if n < 0:
+                raise ValueError(f"the chat template {self.builtin_template!r} is not supported")
+            if n <= size:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = n
+
+    # --- generation (scheduler thread) -------------------------------------------------
+
+    def decode(self, batch: DecodeBatch) -> None:
+        native = batch.native
+        if native is None:
+            native = batch.native = NativeBatch(batch)
+        native.batch.n_tokens = batch.n_tokens
+        rc = lc.llama_decode(self._ctx, native.batch)
+        if rc != 0:
+            raise DecodeError(f"llama_decode returned {rc} for {batch.n_tokens} tokens")
+
+    def clear_slot(self, slot_id: int) -> None:
+        lc.llama_memory_seq_rm(self._memory, slot_id, -1, -1)
+
+    def new_sampler(self, params: SamplingParams) -> LlamaCppSampler:
+        return LlamaCppSampler(params, self.n_vocab, self.n_ctx_slot)
+
+    def sample(self, sampler: LlamaCppSampler, batch_index: int) -> int:
+        return lc.llama_sampler_sample(sampler.chain, self._ctx, batch_index)
+
+    def close(self) -> None:
+        if self._ctx:
+            lc.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            lc.llama_model_free(self._model)
+            self._model = None
+
+
+class NativeBatch:
+    """A ``llama_batch`` whose arrays are the ``DecodeBatch``'s numpy arrays: filling the
+    batch in Python writes straight into what llama_decode reads."""
+
+    def __init__(self, batch: DecodeBatch) -> None:
+        import numpy as np
+
+        self._keep = batch
+        self._n_seq_id = np.ones(batch.capacity, dtype=np.int32)
+        int_p = ctypes.POINTER(ctypes.c_int32)
+        base = batch.seq_id.ctypes.data
+        # seq_id is int32**: entry i points at the i-th int32 of the seq_id array.
+        self._seq_ptrs = (int_p * batch.capacity)(
+            *(ctypes.cast(base + 4 * i, int_p) for i in range(batch.capacity))
+        )
+        self.batch = lc.llama_batch(
+            n_tokens=0,
+            token=batch.token.ctypes.data_as(int_p),
+            embd=None,
+            pos=batch.pos.ctypes.data_as(int_p),
+            n_seq_id=self._n_seq_id.ctypes.data_as(int_p),
+            seq_id=self._seq_ptrs,
+            logits=batch.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+
+
+class LlamaCppSampler:
+    """llama.cpp's native sampler chain, in llama-server's order; no Python per token."""
+
+    def __init__(self, params: SamplingParams, n_vocab: int, n_ctx_slot: int) -> None:
+        self.chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        stages = [
+            lc.llama_sampler_init_penalties(
+                n_vocab,
+                n_ctx_slot if params.repeat_last_n < 0 else params.repeat_last_n,
+                params.repeat_penalty,
+                params.frequency_penalty,
+                params.presence_penalty,
+            ),
+            lc.llama_sampler_init_top_k(params.top_k),
+            lc.llama_sampler_init_top_p(params.top_p, params.min_keep),
+            lc.llama_sampler_init_min_p(params.min_p, params.min_keep),
+            # temperature <= 0 keeps only the most likely token: greedy.
+            lc.llama_sampler_init_temp(params.temperature),
+            lc.llama_sampler_init_dist(
+                lc.LLAMA_DEFAULT_SEED if params.seed < 0 else params.seed & 0xFFFFFFFF
+            ),
+        ]
+        for stage in stages:
+            lc.llama_sampler_chain_add(self.chain, stage)
+
+    def close(self) -> None:
+        if self.chain:
+            lc.llama_sampler_free(self.chain)
+            self.chain = None

@@ -1,0 +1,98 @@
+"""Hook implementations: this plugin loads GGUF text models and answers for them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from llama_box.core.hookspecs import hookimpl
+from llama_box.core.settings import Settings
+from llama_box.core.types import ChatMessage, DecodeBatch, SamplingParams
+
+if TYPE_CHECKING:
+    from llama_box_llamacpp.model import LlamaCppModel, LlamaCppSampler
+
+log = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+
+
+def _is_gguf(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
+
+
+@hookimpl
+def llama_box_load_model(path: str, settings: Settings) -> LlamaCppModel | None:
+    if not _is_gguf(path):
+        return None
+    # llama_cpp loads native libraries: import it only when a model is really loaded.
+    from llama_box_llamacpp.model import LlamaCppModel
+
+    log.info("loading %s (%.0f MiB) with llama.cpp", path, os.path.getsize(path) / 2**20)
+    return LlamaCppModel(path, settings)
+
+
+def _owned(model: object) -> LlamaCppModel | None:
+    from llama_box_llamacpp.model import LlamaCppModel
+
+    return model if isinstance(model, LlamaCppModel) else None
+
+
+@hookimpl
+def llama_box_apply_chat_template(
+    model: object, messages: Sequence[ChatMessage], settings: Settings
+) -> str | None:
+    if (owned := _owned(model)) is None:
+        return None
+    return owned.apply_builtin_template(messages)
+
+
+@hookimpl
+def llama_box_tokenize(
+    model: object, text: str, add_special: bool, parse_special: bool
+) -> list[int] | None:
+    if (owned := _owned(model)) is None:
+        return None
+    return owned.tokenize(text, add_special, parse_special)
+
+
+@hookimpl
+def llama_box_detokenize(model: object, tokens: Sequence[int]) -> str | None:
+    if (owned := _owned(model)) is None:
+        return None
+    return owned.detokenize(tokens)
+
+
+@hookimpl
+def llama_box_token_to_piece(model: object, token: int, special: bool) -> bytes | None:
+    if (owned := _owned(model)) is None:
+        return None
+    return owned.token_to_piece(token, special)
+
+
+@hookimpl
+def llama_box_decode(model: object, batch: DecodeBatch) -> bool | None:
+    if (owned := _owned(model)) is None:
+        return None
+    owned.decode(batch)
+    return True
+
+
+@hookimpl
+def llama_box_create_sampler(model: object, params: SamplingParams) -> LlamaCppSampler | None:
+    if (owned := _owned(model)) is None:
+        return None
+    return owned.new_sampler(params)
+
+
+@hookimpl
+def llama_box_sample(model: object, sampler: LlamaCppSampler, batch_index: int) -> int | None:
+    if (owned := _owned(model)) is None:
+        return None
+    return owned.sample(sampler, batch_index)
