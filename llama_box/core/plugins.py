@@ -27,6 +27,7 @@ BUILTIN_PLUGINS = (
     "llama_box.server.routes.completions",
     "llama_box.server.routes.chat",
     "llama_box.server.routes.tokenize",
+    "llama_box.server.routes.slots",
     "llama_box.core.chat_template",
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
@@ -123,7 +123,7 @@ def usage_of(finishes: Sequence[FinishEvent]) -> Usage:
 def split_prompts(prompt: Prompt) -> list[str | list[PromptPart]]:
     """llama.cpp's rule: a string, or one list of token ids (mixed with strings), is one
     prompt; a list of strings or of lists is several."""
-    if isinstance(prompt, str):
+    if isinstance(prompt, str) or not prompt:
         return [prompt]
     if any(isinstance(part, int) for part in prompt):
         if any(isinstance(part, list) for part in prompt):
@@ -221,24 +221,30 @@ async def _until_disconnect(http_request: Request) -> None:
         pass
 
 
+async def unless_disconnected(http_request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client leaves first: then cancel it (which cancels its
+    generations and frees their slots) and raise."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnect(http_request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ApiError):
+                await task
+    if task.cancelled():
+        raise ApiError(400, "Client disconnected")
+    return task.result()
+
+
 async def collect_all(
     engine: Engine, http_request: Request, requests: Sequence[GenerationRequest]
 ) -> list[Completed]:
-    """Run the generations to the end, unless the client leaves first: then they are
-    cancelled and their slots freed."""
-    work = asyncio.ensure_future(asyncio.gather(*(collect(engine, r) for r in requests)))
-    watcher = asyncio.ensure_future(_until_disconnect(http_request))
-    try:
-        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not work.done():
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ApiError):
-                await work
-    if not work.done() or work.cancelled():
-        raise ApiError(400, "Client disconnected")
-    return work.result()
+    return await unless_disconnected(
+        http_request, asyncio.gather(*(collect(engine, r) for r in requests))
+    )
 
 
 async def merged_events(
@@ -268,12 +274,16 @@ async def merged_events(
 
 
 async def start_stream(
-    engine: Engine, requests: Sequence[GenerationRequest]
+    engine: Engine, http_request: Request, requests: Sequence[GenerationRequest]
 ) -> AsyncIterator[tuple[int, Event]]:
     """Wait for the first event before answering, so an error that comes before any token
     (a busy server) still gets its HTTP status instead of a 200 stream."""
     events = merged_events(engine, requests)
-    first = await anext(events)
+    try:
+        first = await unless_disconnected(http_request, anext(events))
+    except BaseException:
+        await events.aclose()
+        raise
     if isinstance(first[1], ErrorEvent):
         await events.aclose()
         raise_for(first[1])

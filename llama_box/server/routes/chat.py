@@ -127,7 +127,7 @@ async def chat_completions(
         "model": data.model or engine.settings.model_name,
     }
     if data.stream:
-        events = await start_stream(engine, requests)
+        events = await start_stream(engine, request, requests)
         include_usage = data.stream_options is not None and data.stream_options.include_usage
         return Stream(chat_stream(header, events, include_usage), media_type="text/event-stream")
     (done,) = await collect_all(engine, request, requests)

@@ -24,6 +24,7 @@ from llama_box.server.generation import (
     Usage,
     build_requests,
     collect_all,
+    pick,
     split_prompts,
     sse,
     sse_error,
@@ -97,7 +98,7 @@ def generation_settings(engine: Engine, data: CompletionRequest) -> dict[str, An
     return {
         "n_ctx": model.n_ctx_slot,
         "model": engine.settings.model_name,
-        "n_predict": n_predict_of(data),
+        "n_predict": pick(n_predict_of(data), engine.settings.n_predict),
         "stop": data.stop_words(),
         "ignore_eos": data.ignore_eos,
         **msgspec.structs.asdict(data.sampling_params(engine.settings)),
@@ -116,7 +117,7 @@ async def completion(
     requests = await build_requests(engine, prompts, data, n_predict_of(data))
     if data.stream:
         return Stream(
-            native_stream(engine, data, await start_stream(engine, requests)),
+            native_stream(engine, data, await start_stream(engine, request, requests)),
             media_type="text/event-stream",
         )
     done = await collect_all(engine, request, requests)
@@ -183,7 +184,7 @@ async def legacy_completions(
         "model": data.model or engine.settings.model_name,
     }
     if data.stream:
-        events = await start_stream(engine, requests)
+        events = await start_stream(engine, request, requests)
         include_usage = data.stream_options is not None and data.stream_options.include_usage
         return Stream(legacy_stream(header, events, include_usage), media_type="text/event-stream")
     done = await collect_all(engine, request, requests)

@@ -1,0 +1,122 @@
+"""A fake text model plugin for unit tests of scheduling logic (the real model proves
+features elsewhere). Its "model" continues any sequence with last token + 1."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from llama_box.core.hookspecs import hookimpl
+from llama_box.core.settings import Settings
+from llama_box.core.types import ChatMessage, DecodeBatch, DecodeError, SamplingParams
+
+N_VOCAB = 100
+
+
+class FakeModel:
+    path = "fake.gguf"
+    architecture = "fake"
+    n_ctx_train = 4096
+    n_vocab = N_VOCAB
+    add_bos = False
+    chat_template = None
+
+    def __init__(self, n_slots: int, n_ctx_slot: int) -> None:
+        self.special_tokens = {"bos_token": "", "eos_token": ""}
+        self.n_slots = n_slots
+        self.n_ctx_slot = n_ctx_slot
+        self.batches: list[list[tuple[int, int, int, bool]]] = []
+        """Each decoded batch as (token, position, slot, wants logits) entries."""
+        self.end_token: int | None = None
+        self.fail_next_decode = False
+        self.decode_delay = 0.0
+        self.closed = False
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return token == self.end_token
+
+    def metadata(self) -> dict[str, Any]:
+        return {"n_vocab": N_VOCAB}
+
+    def clear_slot(self, slot_id: int) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeSampler:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeModelPlugin:
+    """Loads a FakeModel for any path; ``release`` lets a test hold the load."""
+
+    def __init__(self, n_ctx_slot: int = 64, hold_load: bool = False) -> None:
+        self.n_ctx_slot = n_ctx_slot
+        self.release = threading.Event()
+        if not hold_load:
+            self.release.set()
+        self.model: FakeModel | None = None
+        self.samplers: list[FakeSampler] = []
+
+    @hookimpl
+    def llama_box_load_model(self, path: str, settings: Settings) -> FakeModel:
+        self.release.wait()
+        self.model = FakeModel(settings.n_parallel, self.n_ctx_slot)
+        return self.model
+
+    @hookimpl
+    def llama_box_apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        return "".join(f"{m.role}:{m.content};" for m in messages)
+
+    @hookimpl
+    def llama_box_tokenize(self, text: str) -> list[int]:
+        return [ord(c) % N_VOCAB for c in text]
+
+    @hookimpl
+    def llama_box_detokenize(self, tokens: Sequence[int]) -> str:
+        return "".join(f"<{t}>" for t in tokens)
+
+    @hookimpl
+    def llama_box_token_to_piece(self, token: int) -> bytes:
+        return f"<{token}>".encode()
+
+    @hookimpl
+    def llama_box_decode(self, model: FakeModel, batch: DecodeBatch) -> bool:
+        if model.fail_next_decode:
+            model.fail_next_decode = False
+            raise DecodeError("fake failure")
+        if model.decode_delay:
+            threading.Event().wait(model.decode_delay)
+        n = batch.n_tokens
+        model.batches.append(
+            list(
+                zip(
+                    batch.token[:n].tolist(),
+                    batch.pos[:n].tolist(),
+                    batch.seq_id[:n].tolist(),
+                    (batch.logits[:n] != 0).tolist(),
+                    strict=True,
+                )
+            )
+        )
+        self._last = np.array(batch.token[:n])
+        return True
+
+    @hookimpl
+    def llama_box_create_sampler(self, params: SamplingParams) -> FakeSampler:
+        sampler = FakeSampler()
+        self.samplers.append(sampler)
+        return sampler
+
+    @hookimpl
+    def llama_box_sample(self, batch_index: int) -> int:
+        return int(self._last[batch_index] + 1) % N_VOCAB

@@ -1,0 +1,213 @@
+"""Scheduling logic of the engine, on the fake model (fast): continuous batching, the
+queue, limits, cancellation and failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from llama_box.core.engine import (
+    Engine,
+    ErrorEvent,
+    FinishEvent,
+    GenerationRequest,
+    TokenEvent,
+)
+from llama_box.core.plugins import create_plugin_manager
+from llama_box.core.settings import Settings
+from llama_box.core.types import SamplingParams
+from tests.fakes import FakeModel, FakeModelPlugin
+
+
+@pytest.fixture
+def plugin() -> FakeModelPlugin:
+    return FakeModelPlugin(n_ctx_slot=64)
+
+
+@pytest.fixture
+def engine(plugin: FakeModelPlugin) -> Iterator[Engine]:
+    pm = create_plugin_manager()
+    pm.register(plugin)
+    running = Engine(pm, Settings(model="fake.gguf", n_parallel=2, batch_size=16))
+    running.start()
+    running.wait_until_settled()
+    yield running
+    running.stop()
+
+
+def request(prompt: list[int], n_predict: int = 5, **kwargs: object) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, params=SamplingParams(), n_predict=n_predict, **kwargs)
+
+
+async def run(engine: Engine, req: GenerationRequest) -> tuple[list[int], FinishEvent]:
+    tokens = []
+    async for event in engine.generate(req):
+        if isinstance(event, TokenEvent):
+            tokens.append(event.token)
+        elif isinstance(event, FinishEvent):
+            return tokens, event
+        else:
+            raise AssertionError(event)
+    raise AssertionError("no finish")
+
+
+def model_of(engine: Engine) -> FakeModel:
+    assert isinstance(engine.model, FakeModel)
+    return engine.model
+
+
+def test_each_request_continues_its_own_sequence(engine: Engine) -> None:
+    async def main() -> list[tuple[list[int], FinishEvent]]:
+        reqs = [request([10 * i + 1, 10 * i + 2], n_predict=4) for i in range(5)]
+        return await asyncio.gather(*(run(engine, r) for r in reqs))
+
+    for i, (tokens, finish) in enumerate(asyncio.run(main())):
+        assert tokens == [10 * i + 3, 10 * i + 4, 10 * i + 5, 10 * i + 6]
+        assert finish.reason == "length" and finish.stop_type == "limit"
+        assert finish.n_prompt == 2 and finish.n_predicted == 4
+
+
+def test_one_batch_mixes_slots_and_prompt_chunks_with_decode_tokens(engine: Engine) -> None:
+    model_of(engine).decode_delay = 0.002
+
+    async def main() -> None:
+        first = asyncio.ensure_future(run(engine, request([1, 2, 3], n_predict=20)))
+        while not model_of(engine).batches:
+            await asyncio.sleep(0.001)
+        await run(engine, request(list(range(40, 70)), n_predict=2))
+        await first
+
+    asyncio.run(main())
+    batches = model_of(engine).batches
+    mixed = [b for b in batches if len({seq for _, _, seq, _ in b}) == 2]
+    assert mixed, "no step decoded both slots together"
+    # A step that carries a 1-token decode for one slot and a prompt chunk for the other.
+    assert any(
+        sum(seq == s for _, _, seq, _ in b) == 1 and sum(seq != s for _, _, seq, _ in b) > 1
+        for b in mixed
+        for s in (0, 1)
+    )
+    assert max(len(b) for b in batches) <= 16, "the batch size (-b) was exceeded"
+
+
+def test_positions_are_contiguous_per_slot(engine: Engine) -> None:
+    asyncio.run(run(engine, request(list(range(1, 40)), n_predict=6)))
+    positions = [pos for b in model_of(engine).batches for _, pos, _, _ in b]
+    assert positions == list(range(39 + 5))
+
+
+def test_requests_beyond_the_slots_wait_in_order(engine: Engine) -> None:
+    model_of(engine).decode_delay = 0.002
+    finished: list[int] = []
+
+    async def tracked(i: int) -> None:
+        await run(engine, request([i], n_predict=3))
+        finished.append(i)
+
+    async def main() -> None:
+        tasks = []
+        for i in range(6):
+            tasks.append(asyncio.ensure_future(tracked(i)))
+            await asyncio.sleep(0.001)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    assert sorted(finished) == list(range(6))
+    assert finished[:2] == sorted(finished[:2]) and set(finished[:2]) <= {0, 1, 2}
+
+
+def test_generation_is_capped_by_the_slot_context(engine: Engine) -> None:
+    tokens, finish = asyncio.run(run(engine, request(list(range(60)), n_predict=-1)))
+    assert len(tokens) == 64 - 60
+    assert finish.reason == "length"
+
+
+def test_end_of_generation_token_stops(engine: Engine) -> None:
+    model_of(engine).end_token = 8
+    tokens, finish = asyncio.run(run(engine, request([5], n_predict=10)))
+    assert tokens == [6, 7]
+    assert finish.reason == "stop" and finish.stop_type == "eos"
+    tokens, finish = asyncio.run(run(engine, request([5], n_predict=5, ignore_eos=True)))
+    assert tokens == [6, 7, 8, 9, 10]
+
+
+def test_stop_string_ends_and_is_not_sent(engine: Engine) -> None:
+    async def main() -> tuple[str, FinishEvent]:
+        text = []
+        async for event in engine.generate(request([1], n_predict=10, stop=["<4><5>"])):
+            if isinstance(event, TokenEvent | FinishEvent):
+                text.append(event.text)
+            if isinstance(event, FinishEvent):
+                return "".join(text), event
+        raise AssertionError
+
+    text, finish = asyncio.run(main())
+    assert text == "<2><3>"
+    assert finish.stop_type == "word" and finish.stopping_word == "<4><5>"
+
+
+def test_cancelled_request_frees_its_slot(engine: Engine, plugin: FakeModelPlugin) -> None:
+    model_of(engine).decode_delay = 0.001
+
+    async def main() -> None:
+        stream = engine.generate(request([1], n_predict=1000))
+        await anext(stream)
+        await stream.aclose()  # what a client disconnect does
+        for _ in range(1000):
+            if engine.n_busy_slots == 0:
+                break
+            await asyncio.sleep(0.005)
+
+    asyncio.run(main())
+    assert engine.n_busy_slots == 0
+    assert all(s.closed for s in plugin.samplers)
+
+
+def test_decode_failure_fails_the_batch_and_the_engine_goes_on(engine: Engine) -> None:
+    async def main() -> ErrorEvent | FinishEvent:
+        model_of(engine).fail_next_decode = True
+        async for event in engine.generate(request([1], n_predict=3)):
+            if not isinstance(event, TokenEvent):
+                return event
+        raise AssertionError
+
+    event = asyncio.run(main())
+    assert isinstance(event, ErrorEvent) and event.status == 500
+    tokens, _ = asyncio.run(run(engine, request([1], n_predict=3)))
+    assert tokens == [2, 3, 4]
+    assert engine.n_busy_slots == 0
+
+
+def test_requests_waiting_past_the_timeout_get_503(plugin: FakeModelPlugin) -> None:
+    pm = create_plugin_manager()
+    pm.register(plugin)
+    engine = Engine(pm, Settings(model="fake.gguf", n_parallel=1, timeout=1))
+    engine.start()
+    engine.wait_until_settled()
+    model_of(engine).decode_delay = 0.05
+
+    async def main() -> ErrorEvent | FinishEvent:
+        hog = asyncio.ensure_future(run(engine, request([1], n_predict=60)))
+        await asyncio.sleep(0.05)
+        async for event in engine.generate(request([1], n_predict=1)):
+            hog.cancel()
+            return event  # type: ignore[return-value]
+        raise AssertionError
+
+    try:
+        event = asyncio.run(main())
+    finally:
+        engine.stop()
+    assert isinstance(event, ErrorEvent) and event.status == 503
+
+
+def test_stop_closes_the_model(plugin: FakeModelPlugin) -> None:
+    pm = create_plugin_manager()
+    pm.register(plugin)
+    engine = Engine(pm, Settings(model="fake.gguf"))
+    engine.start()
+    engine.wait_until_settled()
+    engine.stop()
+    assert model_of(engine).closed
