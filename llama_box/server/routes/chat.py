@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import Stream
 from msgspec import Meta
 
@@ -111,7 +113,7 @@ def flatten(message: MessageIn) -> ChatMessage:
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(
-    data: ChatCompletionRequest, engine: Engine, request: Request
+    data: JSONBody[ChatCompletionRequest], engine: NamedDependency[Engine], request: Request
 ) -> ChatCompletion | Stream:
     if data.n != 1:
         raise ApiError(400, "Only n=1 is supported")

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import Stream
 from msgspec import Meta
 
@@ -70,7 +72,11 @@ class NativeChunk(msgspec.Struct, kw_only=True):
 
 
 def native_result(
-    engine: Engine, data: CompletionRequest, index: int, prompt: str, done: Completed
+    engine: Engine,
+    data: CompletionRequest,
+    index: int,
+    prompt: str,
+    done: Completed,
 ) -> NativeCompletion:
     finish = done.finish
     return NativeCompletion(
@@ -105,13 +111,13 @@ def generation_settings(engine: Engine, data: CompletionRequest) -> dict[str, An
     }
 
 
-def n_predict_of(data: CompletionRequest) -> int | None:
+def n_predict_of(data: JSONBody[CompletionRequest]) -> int | None:
     return data.n_predict if data.n_predict is not None else data.max_tokens
 
 
 @post("/completion", status_code=200)
 async def completion(
-    data: CompletionRequest, engine: Engine, request: Request
+    data: JSONBody[CompletionRequest], engine: NamedDependency[Engine], request: Request
 ) -> NativeCompletion | list[NativeCompletion] | Stream:
     prompts = split_prompts(data.prompt)
     requests = await build_requests(engine, prompts, data, n_predict_of(data))
@@ -129,7 +135,9 @@ async def completion(
 
 
 async def native_stream(
-    engine: Engine, data: CompletionRequest, events: AsyncIterator[tuple[int, Any]]
+    engine: Engine,
+    data: CompletionRequest,
+    events: AsyncIterator[tuple[int, Any]],
 ) -> AsyncIterator[bytes]:
     async for index, event in events:
         if isinstance(event, TokenEvent):
@@ -173,7 +181,7 @@ class LegacyCompletion(msgspec.Struct, kw_only=True):
 
 @post("/v1/completions", status_code=200)
 async def legacy_completions(
-    data: LegacyCompletionRequest, engine: Engine, request: Request
+    data: JSONBody[LegacyCompletionRequest], engine: NamedDependency[Engine], request: Request
 ) -> LegacyCompletion | Stream:
     if data.n != 1:
         raise ApiError(400, "Only n=1 is supported")

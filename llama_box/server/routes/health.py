@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import msgspec
 from litestar import get
+from litestar.di import NamedDependency
 
 from llama_box.core.engine import Engine
 from llama_box.core.hookspecs import hookimpl
@@ -16,7 +17,7 @@ class Health(msgspec.Struct):
 
 
 @get("/health", sync_to_thread=False)
-def health(engine: Engine) -> Health:
+def health(engine: NamedDependency[Engine]) -> Health:
     engine.require_model()
     return Health(status="ok")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from litestar import get
+from litestar.di import NamedDependency
 
 from llama_box.core.engine import Engine
 from llama_box.core.hookspecs import hookimpl
@@ -29,7 +30,7 @@ class ModelList(msgspec.Struct):
 
 
 @get(["/v1/models", "/models"], sync_to_thread=False)
-def list_models(engine: Engine) -> ModelList:
+def list_models(engine: NamedDependency[Engine]) -> ModelList:
     model = engine.require_model()
     entry = Model(
         id=engine.settings.model_name,

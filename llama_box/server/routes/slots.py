@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import msgspec
 from litestar import get
+from litestar.di import NamedDependency
+from litestar.params import FromQuery
 
 from llama_box.core.engine import Engine
 from llama_box.core.hookspecs import hookimpl
@@ -22,7 +24,9 @@ class SlotState(msgspec.Struct, kw_only=True):
 
 
 @get("/slots", sync_to_thread=False)
-def list_slots(engine: Engine, fail_on_no_slot: int = 0) -> list[SlotState]:
+def list_slots(
+    engine: NamedDependency[Engine], fail_on_no_slot: FromQuery[int] = 0
+) -> list[SlotState]:
     model = engine.require_model()
     states = [
         SlotState(

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import msgspec
 from litestar import post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from llama_box.core.engine import Engine
 from llama_box.core.hookspecs import hookimpl
@@ -37,7 +39,9 @@ class DetokenizeResponse(msgspec.Struct):
 
 
 @post("/tokenize", status_code=200)
-async def tokenize(data: TokenizeRequest, engine: Engine) -> TokenizeResponse:
+async def tokenize(
+    data: JSONBody[TokenizeRequest], engine: NamedDependency[Engine]
+) -> TokenizeResponse:
     tokens = await engine.tokenize(data.content, add_special=data.add_special, parse_special=True)
     if not data.with_pieces:
         return TokenizeResponse(tokens=tokens)
@@ -52,7 +56,9 @@ async def tokenize(data: TokenizeRequest, engine: Engine) -> TokenizeResponse:
 
 
 @post("/detokenize", status_code=200)
-async def detokenize(data: DetokenizeRequest, engine: Engine) -> DetokenizeResponse:
+async def detokenize(
+    data: JSONBody[DetokenizeRequest], engine: NamedDependency[Engine]
+) -> DetokenizeResponse:
     try:
         return DetokenizeResponse(content=await engine.detokenize(data.tokens))
     except ValueError as error:
