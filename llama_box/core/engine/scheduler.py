@@ -64,6 +64,17 @@ class Slot:
         return self.request is None
 
 
+@dataclass(slots=True)
+class EngineStats:
+    """Running totals the scheduler keeps for /metrics (written by its thread only)."""
+
+    prefill_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_tokens: int = 0
+    decode_seconds: float = 0.0
+    requests_finished: int = 0
+
+
 class Engine:
     """Owns the model and the scheduler thread; shared by every request handler."""
 
@@ -75,6 +86,7 @@ class Engine:
         self.load_error: BaseException | None = None
         self.ready = threading.Event()
         self.slots: list[Slot] = []
+        self.stats = EngineStats()
         self._queue: deque[GenerationRequest] = deque()
         self._wakeup = threading.Condition()
         self._stopping = False
@@ -293,6 +305,8 @@ class Engine:
             return
 
         model = self.model
+        n_decode = sum(1 for slot in self.slots if slot.n_in_batch and not slot.pending)
+        started = time.perf_counter()
         try:
             self.hook.llama_box_decode(model=model, batch=batch)
         except DecodeError as error:
@@ -303,6 +317,7 @@ class Engine:
             return
 
         now = time.perf_counter()
+        self._count(batch.n_tokens - n_decode, n_decode, now - started)
         outbox: list[tuple[GenerationRequest, Event]] = []
         for slot in self.slots:
             if not slot.n_in_batch:
@@ -316,6 +331,19 @@ class Engine:
             if slot.batch_index >= 0:
                 self._on_logits(slot, now, outbox)
         self._post_many(outbox)
+
+    def _count(self, n_prefill: int, n_decode: int, seconds: float) -> None:
+        """Split a step's time between prompt and generated tokens by their share."""
+        stats = self.stats
+        total = n_prefill + n_decode
+        stats.prefill_tokens += n_prefill
+        stats.decode_tokens += n_decode
+        stats.prefill_seconds += seconds * n_prefill / total
+        stats.decode_seconds += seconds * n_decode / total
+
+    @property
+    def kv_cache_tokens(self) -> int:
+        return sum(slot.n_past for slot in self.slots if not slot.idle)
 
     def _on_logits(
         self, slot: Slot, now: float, outbox: list[tuple[GenerationRequest, Event]]
@@ -360,6 +388,7 @@ class Engine:
             timings=request.timings,
             slot_id=slot.id,
         )
+        self.stats.requests_finished += 1
         self._release(slot)
         return event
 
