@@ -15,7 +15,8 @@ $(VENV)/.installed: pyproject.toml plugins/*/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "llama-box needs Python 3.11 or newer"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install -e '.[test]' -e plugins/llamacpp -e plugins/cpu
+	$(BIN)/python -m pip install -e '.[test]' -e plugins/llamacpp -e plugins/cpu \
+		-e plugins/example-sampler
 	touch $@
 
 serve: install

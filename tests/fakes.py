@@ -26,8 +26,11 @@ class FakeModel:
 
     def __init__(self, n_slots: int, n_ctx_slot: int) -> None:
         self.special_tokens = {"bos_token": "", "eos_token": ""}
+        self.fim_tokens = {"pre": 90, "suf": 91, "mid": 92, "rep": 93, "sep": 94}
         self.n_slots = n_slots
         self.n_ctx_slot = n_ctx_slot
+        self.kv_ops: list[tuple] = []
+        """KV cache operations, in order."""
         self.batches: list[list[tuple[int, int, int, bool]]] = []
         """Each decoded batch as (token, position, slot, wants logits) entries."""
         self.end_token: int | None = None
@@ -41,8 +44,17 @@ class FakeModel:
     def metadata(self) -> dict[str, Any]:
         return {"n_vocab": N_VOCAB}
 
+    can_shift = True
+
     def clear_slot(self, slot_id: int) -> None:
-        pass
+        self.kv_ops.append(("clear", slot_id))
+
+    def keep_slot_prefix(self, slot_id: int, n_keep: int) -> bool:
+        self.kv_ops.append(("keep", slot_id, n_keep))
+        return True
+
+    def shift_slot(self, slot_id: int, n_keep: int, n_discard: int, n_past: int) -> None:
+        self.kv_ops.append(("shift", slot_id, n_keep, n_discard, n_past))
 
     def close(self) -> None:
         self.closed = True
@@ -51,6 +63,7 @@ class FakeModel:
 class FakeSampler:
     def __init__(self) -> None:
         self.closed = False
+        self.last_probabilities = None
 
     def close(self) -> None:
         self.closed = True

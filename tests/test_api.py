@@ -17,6 +17,7 @@ COUNTING = "1, 2, 3, 4, 5, 6,"
 
 def sse_payloads(response: httpx.Response) -> list[str]:
     """The data of each server-sent event, checking the llama-server framing."""
+    assert response.headers["content-type"].startswith("text/event-stream")
     body = response.read().decode()
     frames = body.split("\n\n")
     assert frames[-1] == ""
@@ -246,7 +247,14 @@ def test_openai_client_streams(server: Server) -> None:
 
 
 def test_seed_makes_sampling_repeatable(server: Server) -> None:
-    request = {"prompt": "Once upon a time", "n_predict": 12, "temperature": 1.0, "seed": 42}
+    # cache_prompt off: a reused prefix changes the logits' last bits, as in llama-server.
+    request = {
+        "prompt": "Once upon a time",
+        "n_predict": 12,
+        "temperature": 1.0,
+        "seed": 42,
+        "cache_prompt": False,
+    }
     with server.client() as client:
         first = client.post("/completion", json=request).json()["content"]
         second = client.post("/completion", json=request).json()["content"]
@@ -256,3 +264,44 @@ def test_seed_makes_sampling_repeatable(server: Server) -> None:
 def test_unix_socket_server_answers(small_server: Server) -> None:
     with small_server.client() as client:
         assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_several_choices_with_n(server: Server) -> None:
+    messages = [{"role": "user", "content": "Tell me a story."}]
+    with server.client(timeout=120) as client:
+        chat = client.post(
+            "/v1/chat/completions",
+            json={"messages": messages, "n": 3, "max_tokens": 6, "temperature": 1.0, "seed": 5},
+        ).json()
+        with client.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "messages": messages,
+                "n": 2,
+                "max_tokens": 4,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        ) as response:
+            chunks = [json.loads(p) for p in sse_payloads(response)[:-1]]
+        legacy = client.post(
+            "/v1/completions", json={"prompt": ["Once upon", "A long"], "n": 2, "max_tokens": 3}
+        ).json()
+    assert [c["index"] for c in chat["choices"]] == [0, 1, 2]
+    assert len({c["message"]["content"] for c in chat["choices"]}) > 1
+    assert chat["usage"]["completion_tokens"] == 18
+    finished = {
+        c["choices"][0]["index"]
+        for c in chunks
+        if c["choices"] and c["choices"][0]["finish_reason"]
+    }
+    assert finished == {0, 1}
+    assert chunks[-1]["usage"]["completion_tokens"] == 8
+    assert [c["index"] for c in legacy["choices"]] == [0, 1, 2, 3]
+
+
+def test_openapi_document_describes_the_api(server: Server) -> None:
+    with server.client() as client:
+        schema = client.get("/schema/openapi.json").json()
+    assert {"/v1/chat/completions", "/completion", "/tokenize", "/health"} <= set(schema["paths"])

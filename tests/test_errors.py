@@ -86,11 +86,6 @@ def test_unknown_route_is_404_and_wrong_method_405(server: Server) -> None:
         assert_error(client.get(CHAT), 405)
 
 
-def test_n_above_one_is_refused_for_now(server: Server) -> None:
-    with server.client() as client:
-        assert_error(client.post(CHAT, json={"messages": MESSAGES, "n": 2}), 400, "n=1")
-
-
 def test_prompt_longer_than_the_slot_is_400_with_both_numbers(small_server: Server) -> None:
     with small_server.client() as client:
         response = client.post("/completion", json={"prompt": "word " * 400})

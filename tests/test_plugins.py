@@ -175,3 +175,21 @@ def test_jinja_chat_template_renders_in_a_sandbox(tmp_path) -> None:
         )
     assert response.status_code == 400
     assert "chat template" in response.json()["error"]["message"]
+
+
+class StagePlugin:
+    @hookimpl
+    def llama_box_sampler_stages(self, register: Callable[..., None]) -> None:
+        register("my_stage", lambda params, model: None)
+
+
+def test_sampler_stages_hook_registers_named_stages() -> None:
+    from llama_box.core.engine.scheduler import collect_sampler_stages
+
+    pm = load_plugins(create_plugin_manager(), allow=["llamacpp", "example_sampler"])
+    pm.register(StagePlugin())
+    stages = collect_sampler_stages(pm)
+    assert {"top_k", "temperature", "dry", "no_repeat", "my_stage"} <= set(stages)
+    pm.register(StagePlugin(), name="again")
+    with pytest.raises(ValueError, match="my_stage"):
+        collect_sampler_stages(pm)

@@ -18,7 +18,7 @@ from llama_box.core.engine import (
 from llama_box.core.plugins import create_plugin_manager
 from llama_box.core.settings import Settings
 from llama_box.core.types import SamplingParams
-from tests.fakes import FakeModel, FakeModelPlugin
+from tests.fakes import FakeModel, FakeModelPlugin, FakeSampler
 
 
 @pytest.fixture
@@ -37,8 +37,16 @@ def engine(plugin: FakeModelPlugin) -> Iterator[Engine]:
     running.stop()
 
 
-def request(prompt: list[int], n_predict: int = 5, **kwargs: object) -> GenerationRequest:
-    return GenerationRequest(prompt=prompt, params=SamplingParams(), n_predict=n_predict, **kwargs)
+def request(
+    prompt: list[int], n_predict: int = 5, ignore_eos: bool = False, **kwargs: object
+) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=prompt,
+        params=SamplingParams(ignore_eos=ignore_eos),
+        sampler=FakeSampler(),
+        n_predict=n_predict,
+        **kwargs,
+    )
 
 
 async def run(engine: Engine, req: GenerationRequest) -> tuple[list[int], FinishEvent]:
@@ -162,7 +170,7 @@ def test_cancelled_request_frees_its_slot(engine: Engine, plugin: FakeModelPlugi
 
     asyncio.run(main())
     assert engine.n_busy_slots == 0
-    assert all(s.closed for s in plugin.samplers)
+    assert all(slot.sampler is None for slot in engine.slots)
 
 
 def test_decode_failure_fails_the_batch_and_the_engine_goes_on(engine: Engine) -> None:
@@ -211,3 +219,36 @@ def test_stop_closes_the_model(plugin: FakeModelPlugin) -> None:
     engine.wait_until_settled()
     engine.stop()
     assert model_of(engine).closed
+
+
+def test_prompt_cache_reuses_the_longest_shared_prefix(engine: Engine) -> None:
+    first, _ = asyncio.run(run(engine, request(list(range(1, 21)), n_predict=3)))
+    asyncio.run(run(engine, request([50, 51, 52], n_predict=2)))  # takes the other slot
+    model = model_of(engine)
+    model.batches.clear()
+    # Shares the 20-token prompt and the 2 generated tokens decoded after it.
+    again = list(range(1, 21)) + first[:2] + [90]
+    _, finish = asyncio.run(run(engine, request(again, n_predict=2)))
+    assert finish.n_cached == 22
+    prompt_entries = [e for e in model.batches[0] if not e[3]] + [model.batches[0][-1]]
+    assert [pos for _, pos, _, _ in prompt_entries] == [22]  # only the new token is evaluated
+    no_cache = request(again, n_predict=2, cache_prompt=False)
+    _, finish = asyncio.run(run(engine, no_cache))
+    assert finish.n_cached == 0
+
+
+def test_context_shift_keeps_the_prompt_head(plugin: FakeModelPlugin) -> None:
+    pm = create_plugin_manager()
+    pm.register(plugin)
+    engine = Engine(pm, Settings(model="fake.gguf", n_parallel=1, context_shift=True))
+    engine.start()
+    engine.wait_until_settled()
+    try:
+        tokens, finish = asyncio.run(run(engine, request([1, 2, 3, 4], n_predict=150, n_keep=2)))
+    finally:
+        engine.stop()
+    assert len(tokens) == 150 and finish.truncated  # beyond the 64-token slot
+    shifts = [op for op in model_of(engine).kv_ops if op[0] == "shift"]
+    assert shifts and all(op[2] == 2 for op in shifts)  # the first n_keep tokens stay
+    positions = [pos for b in model_of(engine).batches for _, pos, _, _ in b]
+    assert max(positions) < 64

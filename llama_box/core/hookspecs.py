@@ -13,12 +13,13 @@ Conventions:
   what plugins contribute, and built-in features go through the same path.
 
 The phases, in the order a server meets them: registration (CLI options, backends,
-routes), model loading, text (templates, tokens), and the per-step generation hooks.
+routes, sampler stages), model loading, text (templates, tokens), and the per-step
+generation hooks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         DecodeBatch,
         Sampler,
         SamplingParams,
+        StageFactory,
         TextModel,
     )
 
@@ -73,6 +75,19 @@ def llama_box_routes(register: Callable[[BaseRouteHandler], None], settings: Set
     Call ``register(handler)`` with Litestar route handlers (``@get``/``@post``
     functions or routers). Handlers may declare an ``engine: Engine`` parameter to receive
     the running engine. Two handlers for the same method and path fail start-up.
+    """
+
+
+@hookspec
+def llama_box_sampler_stages(register: Callable[[str, StageFactory], None]) -> None:
+    """Offer sampler stages that requests can name in ``samplers`` (and ``--samplers``).
+
+    Call ``register(name, factory)`` per stage. For each request that names the stage,
+    ``factory(params, model)`` makes it: a ``SamplerStage`` (Python: ``apply(candidates)``
+    edits a zero-copy numpy view of the candidates, optional ``accept(token)`` sees the
+    pick), or an object native to the model plugin. The stage runs at its place in the
+    chain, once per generated token. Names are unique: a second registration of a name
+    fails start-up. The built-in stages (``top_k``, ``temperature``...) register here too.
     """
 
 
@@ -135,11 +150,22 @@ def llama_box_decode(model: TextModel, batch: DecodeBatch) -> bool | None:
 
 
 @hookspec(firstresult=True)
-def llama_box_create_sampler(model: TextModel, params: SamplingParams) -> Sampler | None:
-    """Build the sampler for one request; the core calls its ``close()`` when done."""
+def llama_box_create_sampler(
+    model: TextModel,
+    params: SamplingParams,
+    stages: Mapping[str, StageFactory],
+    prompt: Sequence[int],
+) -> Sampler | None:
+    """Build the sampler chain for one request from ``params.samplers``, looking the stage
+    names up in ``stages`` (every registered stage); the chain learns the ``prompt`` tokens
+    (penalties count repeats of the prompt too). Called before the request is queued,
+    off the event loop; raise ``ValueError`` for settings the model cannot honour (an
+    invalid grammar or schema: the client gets a 400 with the reason). The core calls the
+    sampler's ``close()`` when the request ends."""
 
 
 @hookspec(firstresult=True)
 def llama_box_sample(model: TextModel, sampler: Sampler, batch_index: int) -> int | None:
     """Pick the next token from the logits at ``batch_index`` of the last decoded batch,
-    and let the sampler remember it (penalties, grammars)."""
+    and let the sampler remember it (penalties, grammars). When the request asked for
+    ``n_probs``, also set ``sampler.last_probabilities``."""

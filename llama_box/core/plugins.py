@@ -28,6 +28,9 @@ BUILTIN_PLUGINS = (
     "llama_box.server.routes.chat",
     "llama_box.server.routes.tokenize",
     "llama_box.server.routes.slots",
+    "llama_box.server.routes.infill",
+    "llama_box.server.routes.props",
+    "llama_box.server.routes.metrics",
     "llama_box.core.chat_template",
 )
 

@@ -43,6 +43,10 @@ class Settings(msgspec.Struct, kw_only=True):
     flash_attn: bool = False
     n_gpu_layers: int = -1
     warmup: bool = True
+    api_key: tuple[str, ...] = ()
+    api_key_file: str | None = None
+    metrics: bool = False
+    props: bool = False
 
     # server/completion
     chat_template: str | None = None
@@ -55,6 +59,9 @@ class Settings(msgspec.Struct, kw_only=True):
     ubatch_size: int = 512
     n_parallel: int = 1
     n_predict: int = -1
+    tokens_per_second: int = 0
+    """Ceiling of X-Request-Tokens-Per-Second: 0 ignores the header, -1 is the measured
+    decode throughput."""
     mmap: bool = True
     mlock: bool = False
     cache_type_k: str = "f16"
@@ -63,6 +70,37 @@ class Settings(msgspec.Struct, kw_only=True):
     top_k: int = 40
     top_p: float = 0.9
     min_p: float = 0.1
+    samplers: str = "penalties;top_k;top_p;min_p;xtc;temperature"
+    sampling_seq: str | None = None
+    top_nsigma: float = -1.0
+    xtc_probability: float = 0.0
+    xtc_threshold: float = 0.1
+    typical: float = 1.0
+    repeat_last_n: int = 64
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = -1
+    dry_sequence_breaker: tuple[str, ...] = ()
+    dynatemp_range: float = 0.0
+    dynatemp_exp: float = 1.0
+    mirostat: int = 0
+    mirostat_lr: float = 0.1
+    mirostat_ent: float = 5.0
+    logit_bias: tuple[str, ...] = ()
+    """``TOKEN_ID+BIAS`` or ``TOKEN_ID-BIAS`` entries."""
+    grammar: str | None = None
+    grammar_file: str | None = None
+    json_schema: str | None = None
+    cache_prompt: bool = True
+    slots: bool = True
+    slot_save_path: str | None = None
+    slot_prompt_similarity: float = 0.5
+    context_shift: bool = False
+    keep: int = 0
 
     plugin_options: dict[str, Any] = msgspec.field(default_factory=dict)
 

@@ -10,14 +10,24 @@ from contextlib import asynccontextmanager
 
 import pluggy
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from llama_box import __version__
 from llama_box.core.engine import Engine
 from llama_box.core.settings import Settings
 from llama_box.server.errors import handle_exception
+from llama_box.server.middleware import (
+    REQUEST_ID_HEADER,
+    ApiKeyMiddleware,
+    RequestIdMiddleware,
+    TokenPacingMiddleware,
+    load_api_keys,
+)
+from llama_box.server.routes.metrics import create_registry
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +62,33 @@ def create_app(
             watcher.cancel()
             await asyncio.to_thread(engine.stop)
 
+    middleware: list[ASGIMiddleware] = []
+    api_keys = load_api_keys(settings)
+    if api_keys:
+        log.info("API key authentication is on (%d keys)", len(api_keys))
+        middleware.append(ApiKeyMiddleware(api_keys))
+    if settings.tokens_per_second:
+        middleware.append(TokenPacingMiddleware(engine))
+    metrics_registry = create_registry(engine)
+
     app = Litestar(
         route_handlers=handlers,
-        dependencies={"engine": Provide(lambda: engine, sync_to_thread=False)},
+        dependencies={
+            "engine": Provide(lambda: engine, sync_to_thread=False),
+            "metrics_registry": Provide(lambda: metrics_registry, sync_to_thread=False),
+        },
         exception_handlers={Exception: handle_exception},
+        middleware=middleware,
+        # Any origin, method and header, as llama-server allows, so browsers may call the API.
+        cors_config=CORSConfig(expose_headers=[REQUEST_ID_HEADER]),
         lifespan=[run_engine],
         openapi_config=OpenAPIConfig(title="llama-box", version=__version__),
         logging_config=None,
         debug=False,
     )
+    # Outermost, around CORS and routing too, so every response (404s and preflights
+    # included) carries the id and every log line of the request shows it.
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
     app.state.engine = engine
     return app
 

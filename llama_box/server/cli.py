@@ -23,6 +23,7 @@ from llama_box.core.plugins import (
     enable_hook_tracing,
     load_plugins,
 )
+from llama_box.core.sampling import default_params
 from llama_box.core.settings import Settings
 
 log = logging.getLogger("llama_box")
@@ -239,6 +240,38 @@ def builtin_options() -> list[click.Option]:
             "--warmup/--no-warmup",
             help="Warm up the model with an empty run before serving",
         ),
+        option(
+            SERVER,
+            "--api-key",
+            "api_key",
+            multiple=True,
+            metavar="KEY",
+            envvar="LLAMA_API_KEY",
+            default=(),
+            help="API key to use for authentication, may be repeated; every endpoint but "
+            "/health and /v1/models then needs it",
+        ),
+        option(
+            SERVER,
+            "--api-key-file",
+            metavar="FILE",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Path to file containing API keys, one per line",
+        ),
+        option(
+            SERVER,
+            "--metrics",
+            is_flag=True,
+            envvar=env("METRICS"),
+            help="Enable prometheus compatible metrics endpoint",
+        ),
+        option(
+            SERVER,
+            "--props",
+            is_flag=True,
+            envvar=env("ENDPOINT_PROPS"),
+            help="Enable changing global properties via POST /props",
+        ),
         # server/completion
         option(
             COMPLETION,
@@ -328,6 +361,17 @@ def builtin_options() -> list[click.Option]:
         ),
         option(
             COMPLETION,
+            "-tps",
+            "--tokens-per-second",
+            "tokens_per_second",
+            type=click.IntRange(min=-1),
+            metavar="N",
+            help="Maximum number of tokens per second (0 = disabled, -1 = try to detect); "
+            "when enabled, limit the request within its X-Request-Tokens-Per-Second "
+            "HTTP header",
+        ),
+        option(
+            COMPLETION,
             "--mmap/--no-mmap",
             help="Memory-map the model (faster load, may increase pageouts)",
         ),
@@ -375,6 +419,150 @@ def builtin_options() -> list[click.Option]:
             metavar="N",
             help="Min-P sampling (0.0 = disabled)",
         ),
+        *sampling_options(),
+    ]
+
+
+def sampling_options() -> list[click.Option]:
+    """The sampler flags of the seed's usage text (server/completion)."""
+
+    def number(*decls: str, kind: type = float, help: str) -> GroupedOption:
+        return option(COMPLETION, *decls, type=kind, metavar="N", help=help)
+
+    return [
+        option(
+            COMPLETION,
+            "--samplers",
+            metavar="SAMPLERS",
+            help="Samplers that will be used for generation in the order, separated by "
+            "';', select from penalties;dry;top_n_sigma;top_k;typ_p;top_p;min_p;xtc;"
+            "temperature, or a stage a plugin registered",
+        ),
+        option(
+            COMPLETION,
+            "--sampling-seq",
+            "sampling_seq",
+            metavar="SEQUENCE",
+            help="Simplified sequence for samplers that will be used: e=penalties, d=dry, "
+            "s=top_n_sigma, k=top_k, y=typ_p, p=top_p, m=min_p, x=xtc, "
+            "t=temperature (overrides --samplers)",
+        ),
+        number("--top-nsigma", help="Top-N-Sigma sampling (-1.0 = disabled)"),
+        number("--xtc-probability", help="XTC probability (0.0 = disabled)"),
+        number("--xtc-threshold", help="XTC threshold (1.0 = disabled)"),
+        number("--typical", help="Locally typical sampling, parameter p (1.0 = disabled)"),
+        number(
+            "--repeat-last-n",
+            kind=int,
+            help="Last n tokens to consider for penalize (0 = disabled, -1 = ctx_size)",
+        ),
+        number("--repeat-penalty", help="Penalize repeat sequence of tokens (1.0 = disabled)"),
+        number("--presence-penalty", help="Repeat alpha presence penalty (0.0 = disabled)"),
+        number("--frequency-penalty", help="Repeat alpha frequency penalty (0.0 = disabled)"),
+        number("--dry-multiplier", help="Set DRY sampling multiplier (0.0 = disabled)"),
+        number("--dry-base", help="Set DRY sampling base value"),
+        number("--dry-allowed-length", kind=int, help="Set allowed length for DRY sampling"),
+        number(
+            "--dry-penalty-last-n",
+            kind=int,
+            help="Set DRY penalty for the last n tokens (0 = disable, -1 = context size)",
+        ),
+        option(
+            COMPLETION,
+            "--dry-sequence-breaker",
+            "dry_sequence_breaker",
+            multiple=True,
+            metavar="N",
+            help="Add sequence breaker for DRY sampling, clearing out default breakers "
+            '(\\n;:;";*) in the process; use "none" to not use any',
+        ),
+        number("--dynatemp-range", help="Dynamic temperature range (0.0 = disabled)"),
+        number("--dynatemp-exp", help="Dynamic temperature exponent"),
+        option(
+            COMPLETION,
+            "--mirostat",
+            type=click.IntRange(0, 2),
+            metavar="N",
+            help="Use Mirostat sampling (0 = disabled, 1 = Mirostat, 2 = Mirostat 2.0); "
+            "Top K, Nucleus and Locally Typical samplers are ignored if used",
+        ),
+        number("--mirostat-lr", help="Mirostat learning rate, parameter eta"),
+        number("--mirostat-ent", help="Mirostat target entropy, parameter tau"),
+        option(
+            COMPLETION,
+            "-l",
+            "--logit-bias",
+            "logit_bias",
+            multiple=True,
+            metavar="TOKEN_ID(+/-)BIAS",
+            help="Modifies the likelihood of token appearing in the completion, i.e. "
+            "\"--logit-bias 15043+1\" to increase likelihood of token ' Hello'",
+        ),
+        option(
+            COMPLETION,
+            "--grammar",
+            metavar="GRAMMAR",
+            help="BNF-like grammar to constrain generations",
+        ),
+        option(
+            COMPLETION,
+            "--grammar-file",
+            metavar="FILE",
+            type=click.Path(exists=True, dir_okay=False),
+            help="File to read grammar from",
+        ),
+        option(
+            COMPLETION,
+            "--slots/--no-slots",
+            "slots",
+            envvar=env("SLOTS"),
+            help="Expose GET /slots and the slot actions (disable: --no-slots)",
+        ),
+        option(
+            COMPLETION,
+            "--slot-save-path",
+            metavar="PATH",
+            type=click.Path(exists=True, file_okay=False),
+            help="Path to save slot kv cache (default: disabled)",
+        ),
+        option(
+            COMPLETION,
+            "--cache-prompt/--no-cache-prompt",
+            "cache_prompt",
+            help="Reuse the KV cache of a slot's previous prompt (disable: --no-cache-prompt)",
+        ),
+        option(
+            COMPLETION,
+            "-sps",
+            "--slot-prompt-similarity",
+            "slot_prompt_similarity",
+            type=click.FloatRange(0.0, 1.0),
+            metavar="N",
+            help="How much the prompt of a request must match the prompt of a slot in "
+            "order to use that slot (0.0 = disabled)",
+        ),
+        option(
+            COMPLETION,
+            "--context-shift/--no-context-shift",
+            "context_shift",
+            help="Context shift on infinite text generation: when a slot is full, drop "
+            "half of what follows the kept prompt head and go on",
+        ),
+        option(
+            COMPLETION,
+            "--keep",
+            type=click.IntRange(min=-1),
+            metavar="N",
+            help="Number of tokens to keep from the initial prompt (-1 = all)",
+        ),
+        option(
+            COMPLETION,
+            "-j",
+            "--json-schema",
+            "json_schema",
+            metavar="SCHEMA",
+            help="JSON schema to constrain generations, e.g. `{}` for any JSON object",
+        ),
     ]
 
 
@@ -413,12 +601,18 @@ def build_cli(pm: pluggy.PluginManager) -> click.Command:
 
 
 def configure_logging(settings: Settings) -> None:
+    from llama_box.server.middleware import RequestIdFilter
+
     level = logging.DEBUG if settings.verbose or settings.log_verbosity > 0 else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
+    # On the handler, not a logger, so records of every logger get the request id.
+    handler.addFilter(RequestIdFilter())
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -430,6 +624,7 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
+            "request_id": record.request_id,  # set by RequestIdFilter
             "message": record.getMessage(),
         }
         if record.exc_info:
@@ -442,6 +637,10 @@ def check_settings(settings: Settings) -> None:
         raise click.UsageError("no model given: pass -m/--model FILE")
     if not os.path.isfile(settings.model):
         raise click.UsageError(f"model file not found: {settings.model}")
+    try:
+        default_params(settings)
+    except (OSError, ValueError) as error:
+        raise click.UsageError(str(error)) from error
     if settings.chat_template and (settings.jinja or settings.chat_template_file):
         raise click.UsageError(
             "--chat-template picks a built-in template; drop --jinja/--chat-template-file"
@@ -481,7 +680,7 @@ def serve(settings: Settings, pm: pluggy.PluginManager) -> None:
     config = uvicorn.Config(
         None,  # set below: the app needs the server to stop it on a failed load
         log_config=None,
-        access_log=settings.verbose,
+        access_log=False,  # RequestIdMiddleware logs each request, with its id
         timeout_keep_alive=settings.conn_idle,
         ws="none",
         lifespan="on",

@@ -7,7 +7,7 @@ from llama_box.core.engine.request import (
     GenerationRequest,
     TokenEvent,
 )
-from llama_box.core.engine.scheduler import Engine, EngineNotReady
+from llama_box.core.engine.scheduler import Engine, EngineNotReady, SlotBusy
 
 __all__ = [
     "Engine",
@@ -16,5 +16,6 @@ __all__ = [
     "Event",
     "FinishEvent",
     "GenerationRequest",
+    "SlotBusy",
     "TokenEvent",
 ]

@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llama_box.core.types import SamplingParams
+from llama_box.core.types import Sampler, SamplingParams, TokenProbabilities
 
 FinishReason = Literal["stop", "length"]
 StopType = Literal["eos", "limit", "word"]
@@ -48,6 +48,7 @@ class TokenEvent:
 
     text: str
     token: int
+    probabilities: TokenProbabilities | None = None
 
 
 @dataclass(slots=True)
@@ -61,6 +62,10 @@ class FinishEvent:
     n_predicted: int
     timings: Timings
     slot_id: int
+    n_cached: int = 0
+    """Prompt tokens reused from the slot's cache instead of evaluated."""
+    truncated: bool = False
+    """The context was shifted (or the prompt cut) to make room."""
 
 
 @dataclass(slots=True)
@@ -82,10 +87,14 @@ class GenerationRequest:
 
     prompt: list[int]
     params: SamplingParams
+    sampler: Sampler
+    """Made by ``Engine.create_sampler``; the engine closes it when the request ends."""
     n_predict: int
     """Tokens to generate at most; -1 is until the slot's context is full."""
     stop: list[str] = field(default_factory=list)
-    ignore_eos: bool = False
+    cache_prompt: bool = True
+    n_keep: int = 0
+    """Prompt tokens a context shift keeps (-1: the whole prompt)."""
     events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     loop: asyncio.AbstractEventLoop | None = None
     cancelled: bool = False

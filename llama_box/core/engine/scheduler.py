@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -28,13 +30,40 @@ from llama_box.core.engine.request import (
     TokenEvent,
 )
 from llama_box.core.engine.text import TextAssembler
+from llama_box.core.sampling import default_params
 from llama_box.core.settings import Settings
-from llama_box.core.types import ChatMessage, DecodeBatch, DecodeError, Sampler, TextModel
+from llama_box.core.types import (
+    ChatMessage,
+    DecodeBatch,
+    DecodeError,
+    Sampler,
+    SamplingParams,
+    StageFactory,
+    TextModel,
+)
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 IDLE_WAIT_SECONDS = 0.5
 """How often an idle scheduler wakes to expire queued requests and notice shutdown."""
+
+
+def collect_sampler_stages(pm: pluggy.PluginManager) -> dict[str, StageFactory]:
+    """Every sampler stage the plugins offer, by name (a name offered twice is an error)."""
+    stages: dict[str, StageFactory] = {}
+
+    def register(name: str, factory: StageFactory) -> None:
+        if name in stages:
+            raise ValueError(f"two plugins register the sampler stage {name!r}")
+        stages[name] = factory
+
+    pm.hook.llama_box_sampler_stages(register=register)
+    return stages
+
+
+class SlotBusy(RuntimeError):
+    """A slot operation needs an idle slot."""
 
 
 class EngineNotReady(RuntimeError):
@@ -58,6 +87,11 @@ class Slot:
     batch_index: int = -1
     """Where this slot's logits are in the current batch (-1: none this step)."""
     n_in_batch: int = 0
+    cache: list[int] = field(default_factory=list)
+    """The tokens in this slot's KV cache, kept after a request for prompt reuse."""
+    n_cached: int = 0
+    truncated: bool = False
+    last_used: float = 0.0
 
     @property
     def idle(self) -> bool:
@@ -87,7 +121,10 @@ class Engine:
         self.ready = threading.Event()
         self.slots: list[Slot] = []
         self.stats = EngineStats()
+        self.sampler_stages = collect_sampler_stages(pm)
+        self.default_sampling = default_params(settings)
         self._queue: deque[GenerationRequest] = deque()
+        self._commands: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
         self._wakeup = threading.Condition()
         self._stopping = False
         self._batch = DecodeBatch(0)
@@ -144,6 +181,59 @@ class Engine:
             if not finished:
                 self.cancel(request)
 
+    async def run_in_scheduler(self, command: Callable[[], T]) -> T:
+        """Run ``command`` on the scheduler thread between two steps (the thread owns the
+        model, so KV-cache operations go through here) and return its result."""
+        self.require_model()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        with self._wakeup:
+            self._commands.append((command, future))
+            self._wakeup.notify()
+        return await future
+
+    async def save_slot(self, slot_id: int, path: str) -> tuple[int, int]:
+        """Write an idle slot's cache to ``path``: (tokens saved, bytes written)."""
+
+        def save() -> tuple[int, int]:
+            slot = self._idle_slot(slot_id)
+            return len(slot.cache), self.model.save_slot(slot.id, path, slot.cache)  # type: ignore[union-attr]
+
+        return await self.run_in_scheduler(save)
+
+    async def restore_slot(self, slot_id: int, path: str) -> tuple[int, int]:
+        """Load a saved cache into an idle slot: (tokens restored, bytes read)."""
+
+        def restore() -> tuple[int, int]:
+            slot = self._idle_slot(slot_id)
+            slot.cache = []
+            tokens, read = self.model.restore_slot(slot.id, path)  # type: ignore[union-attr]
+            slot.cache = tokens
+            slot.n_past = len(tokens)
+            return len(tokens), read
+
+        return await self.run_in_scheduler(restore)
+
+    async def erase_slot(self, slot_id: int) -> int:
+        """Forget an idle slot's cache; return how many tokens it held."""
+
+        def erase() -> int:
+            slot = self._idle_slot(slot_id)
+            erased = len(slot.cache)
+            self.model.clear_slot(slot.id)  # type: ignore[union-attr]
+            slot.cache = []
+            slot.n_past = 0
+            return erased
+
+        return await self.run_in_scheduler(erase)
+
+    def _idle_slot(self, slot_id: int) -> Slot:
+        if not 0 <= slot_id < len(self.slots):
+            raise ValueError(f"there is no slot {slot_id} (slots: 0 to {len(self.slots) - 1})")
+        slot = self.slots[slot_id]
+        if not slot.idle:
+            raise SlotBusy(f"slot {slot_id} is processing a request")
+        return slot
+
     async def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         model = self.require_model()
         return await asyncio.to_thread(
@@ -163,6 +253,20 @@ class Engine:
         return await asyncio.to_thread(
             self.hook.llama_box_token_to_piece, model=model, token=token, special=True
         )
+
+    async def create_sampler(self, params: SamplingParams, prompt: Sequence[int]) -> Sampler:
+        """Build a request's sampler off the event loop; ``ValueError`` for bad settings."""
+        model = self.require_model()
+        sampler = await asyncio.to_thread(
+            self.hook.llama_box_create_sampler,
+            model=model,
+            params=params,
+            stages=self.sampler_stages,
+            prompt=prompt,
+        )
+        if sampler is None:
+            raise ValueError("no plugin can build a sampler for this model")
+        return sampler
 
     async def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
         model = self.require_model()
@@ -193,6 +297,7 @@ class Engine:
         try:
             while not self._stopping:
                 try:
+                    self._run_commands()
                     self._admit()
                     if all(slot.idle for slot in self.slots):
                         self._wait_for_work()
@@ -207,9 +312,19 @@ class Engine:
         finally:
             self._shutdown()
 
+    def _run_commands(self) -> None:
+        while self._commands:
+            command, future = self._commands.popleft()
+            try:
+                result: Any = command()
+                outcome = (future.set_result, result)
+            except Exception as error:
+                outcome = (future.set_exception, error)
+            future.get_loop().call_soon_threadsafe(_settle, future, *outcome)
+
     def _wait_for_work(self) -> None:
         with self._wakeup:
-            if not self._queue and not self._stopping:
+            if not self._queue and not self._commands and not self._stopping:
                 self._wakeup.wait(IDLE_WAIT_SECONDS)
 
     def _load(self) -> None:
@@ -235,7 +350,9 @@ class Engine:
             if slot.request is not None:
                 self._finish_with_error(slot, 503, "Server is shutting down")
         while self._queue:
-            self._post(self._queue.popleft(), ErrorEvent(503, "Server is shutting down"))
+            request = self._queue.popleft()
+            request.sampler.close()
+            self._post(request, ErrorEvent(503, "Server is shutting down"))
         if self.model is not None:
             self.model.close()
 
@@ -249,12 +366,16 @@ class Engine:
                 request = self._queue[0]
                 if request.cancelled:
                     self._queue.popleft()
+                    request.sampler.close()
                 elif now - request.timings.queued > self.settings.timeout:
                     self._queue.popleft()
+                    request.sampler.close()
                     self._post(request, ErrorEvent(503, "Server is busy: no slot became free"))
                 elif idle:
                     self._queue.popleft()
-                    admitted.append((idle.pop(0), request))
+                    slot = self._choose_slot(idle, request)
+                    idle.remove(slot)
+                    admitted.append((slot, request))
                 else:
                     break
         for slot, request in admitted:
@@ -264,17 +385,38 @@ class Engine:
                 log.exception("could not start request %d", request.id)
                 self._finish_with_error(slot, 500, f"Could not start generation: {error}")
 
+    def _choose_slot(self, idle: list[Slot], request: GenerationRequest) -> Slot:
+        """The idle slot whose cache shares the longest prefix with the prompt, if it
+        shares enough of it (-sps); otherwise the one unused for longest."""
+        if self.settings.cache_prompt and request.cache_prompt:
+            best = max(idle, key=lambda slot: common_prefix(slot.cache, request.prompt))
+            shared = common_prefix(best.cache, request.prompt)
+            threshold = self.settings.slot_prompt_similarity
+            if shared and shared >= threshold * len(request.prompt):
+                return best
+        return min(idle, key=lambda slot: slot.last_used)
+
     def _start(self, slot: Slot, request: GenerationRequest, now: float) -> None:
         model = self.model
         assert model is not None
         slot.request = request
-        model.clear_slot(slot.id)
-        slot.sampler = self.hook.llama_box_create_sampler(model=model, params=request.params)
+        reuse = 0
+        if self.settings.cache_prompt and request.cache_prompt:
+            # At least the last prompt token is evaluated again: its logits start generation.
+            reuse = min(common_prefix(slot.cache, request.prompt), len(request.prompt) - 1)
+        if not model.keep_slot_prefix(slot.id, reuse):
+            reuse = 0
+        slot.cache = request.prompt[:reuse]
+        slot.n_cached = reuse
+        slot.truncated = False
+        slot.sampler = request.sampler
         slot.assembler = TextAssembler(request.stop)
-        slot.pending = list(request.prompt)
-        slot.n_past = 0
+        slot.pending = request.prompt[reuse:]
+        slot.n_past = reuse
         slot.n_predicted = 0
         room = model.n_ctx_slot - len(request.prompt)
+        if self.settings.context_shift and model.can_shift:
+            room = request.n_predict if request.n_predict >= 0 else sys.maxsize
         slot.limit = room if request.n_predict < 0 else min(request.n_predict, room)
         request.timings.prompt_start = now
 
@@ -291,6 +433,8 @@ class Engine:
             slot.batch_index = -1
             slot.n_in_batch = 0
             if slot.request is not None and not slot.pending:
+                if slot.n_past >= self.model.n_ctx_slot:  # type: ignore[union-attr]
+                    self._shift_context(slot)
                 slot.batch_index = batch.add([slot.next_token], slot.n_past, slot.id, True)
                 slot.n_in_batch = 1
         for slot in self.slots:
@@ -313,6 +457,8 @@ class Engine:
             log.error("decode failed: %s", error)
             for slot in self.slots:
                 if slot.n_in_batch:
+                    slot.cache = []  # what the failed batch left in the KV cache is unknown
+                    self.model.clear_slot(slot.id)  # type: ignore[union-attr]
                     self._finish_with_error(slot, 500, f"Decoding failed: {error}")
             return
 
@@ -324,13 +470,30 @@ class Engine:
                 continue
             slot.n_past += slot.n_in_batch
             if slot.pending:
+                slot.cache += slot.pending[: slot.n_in_batch]
                 del slot.pending[: slot.n_in_batch]
                 if slot.pending:
                     continue
                 slot.request.timings.prompt_end = now  # type: ignore[union-attr]
+            else:
+                slot.cache.append(slot.next_token)
             if slot.batch_index >= 0:
                 self._on_logits(slot, now, outbox)
         self._post_many(outbox)
+
+    def _shift_context(self, slot: Slot) -> None:
+        """The slot is full: drop half of what follows the kept prompt head, as
+        llama-server does, and go on. Only reached with --context-shift."""
+        request = slot.request
+        assert request is not None and self.model is not None
+        n_keep = len(request.prompt) if request.n_keep < 0 else request.n_keep
+        n_keep = min(n_keep + self.model.add_bos, slot.n_past - 1)
+        n_discard = (slot.n_past - n_keep) // 2
+        self.model.shift_slot(slot.id, n_keep, n_discard, slot.n_past)
+        del slot.cache[n_keep : n_keep + n_discard]
+        slot.n_past -= n_discard
+        slot.truncated = True
+        log.debug("slot %d: context shift, kept %d, dropped %d", slot.id, n_keep, n_discard)
 
     def _count(self, n_prefill: int, n_decode: int, seconds: float) -> None:
         """Split a step's time between prompt and generated tokens by their share."""
@@ -358,19 +521,18 @@ class Engine:
         )
         slot.n_predicted += 1
         request.timings.last_token = now
-        if not request.ignore_eos and self.model.is_end_of_generation(token):  # type: ignore[union-attr]
+        probabilities = slot.sampler.last_probabilities if request.params.n_probs else None  # type: ignore[union-attr]
+        if not request.params.ignore_eos and self.model.is_end_of_generation(token):  # type: ignore[union-attr]
             outbox.append((request, self._finish(slot, "stop", "eos", "")))
             return
         piece = self.hook.llama_box_token_to_piece(model=self.model, token=token, special=False)
         text, stop_word = assembler.feed(piece)
+        outbox.append((request, TokenEvent(text, token, probabilities)))
         if stop_word is not None:
-            outbox.append((request, TokenEvent(text, token)))
             outbox.append((request, self._finish(slot, "stop", "word", stop_word)))
         elif slot.n_predicted >= slot.limit:
-            outbox.append((request, TokenEvent(text, token)))
             outbox.append((request, self._finish(slot, "length", "limit", "")))
         else:
-            outbox.append((request, TokenEvent(text, token)))
             slot.next_token = token
 
     def _finish(
@@ -387,6 +549,8 @@ class Engine:
             n_predicted=slot.n_predicted,
             timings=request.timings,
             slot_id=slot.id,
+            n_cached=slot.n_cached,
+            truncated=slot.truncated,
         )
         self.stats.requests_finished += 1
         self._release(slot)
@@ -399,8 +563,10 @@ class Engine:
             self._post(request, ErrorEvent(status, message))
 
     def _release(self, slot: Slot) -> None:
+        """Free the slot; its KV cache stays for the next request's prompt reuse."""
         if slot.sampler is not None:
             slot.sampler.close()
+        slot.last_used = time.perf_counter()
         slot.request = None
         slot.sampler = None
         slot.assembler = None
@@ -420,6 +586,20 @@ class Engine:
             # A closed loop raises RuntimeError: nobody is listening any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, items)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _settle(future: asyncio.Future[Any], setter: Callable[[Any], None], value: Any) -> None:
+    if not future.done():  # the caller may have gone away
+        setter(value)
 
 
 def _deliver(items: list[tuple[GenerationRequest, Event]]) -> None:

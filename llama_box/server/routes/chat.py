@@ -11,15 +11,17 @@ import msgspec
 from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
-from litestar.response import Stream
 from msgspec import Meta
 
 from llama_box.core.engine import Engine, ErrorEvent, FinishEvent, TokenEvent
 from llama_box.core.hookspecs import hookimpl
 from llama_box.core.types import ChatMessage
+from llama_box.server import probabilities
 from llama_box.server.errors import ApiError
 from llama_box.server.generation import (
+    MAX_PROBS,
     SSE_DONE,
+    EventStream,
     SamplingFields,
     StreamOptions,
     Usage,
@@ -50,6 +52,8 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Annotated[int, Meta(ge=1)] = 1
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Meta(ge=0, le=MAX_PROBS)] | None = None
 
 
 class MessageOut(msgspec.Struct, kw_only=True):
@@ -60,7 +64,7 @@ class MessageOut(msgspec.Struct, kw_only=True):
 class Choice(msgspec.Struct, kw_only=True):
     index: int
     message: MessageOut
-    logprobs: None = None
+    logprobs: probabilities.ChatLogprobs | None = None
     finish_reason: str
 
 
@@ -82,7 +86,7 @@ class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
 class ChunkChoice(msgspec.Struct, kw_only=True):
     index: int
     delta: Delta
-    logprobs: None = None
+    logprobs: probabilities.ChatLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -114,15 +118,21 @@ def flatten(message: MessageIn) -> ChatMessage:
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(
     data: JSONBody[ChatCompletionRequest], engine: NamedDependency[Engine], request: Request
-) -> ChatCompletion | Stream:
-    if data.n != 1:
-        raise ApiError(400, "Only n=1 is supported")
+) -> ChatCompletion | EventStream:
     try:
         prompt = await engine.apply_chat_template([flatten(m) for m in data.messages])
     except ValueError as error:
         raise ApiError(400, str(error)) from error
     max_tokens = data.max_completion_tokens if data.max_tokens is None else data.max_tokens
-    requests = await build_requests(engine, [prompt], data, max_tokens)
+    top_n = (data.top_logprobs or 0) if data.logprobs else None
+    requests = await build_requests(
+        engine,
+        [prompt],
+        data,
+        max_tokens,
+        n_probs=None if top_n is None else max(1, top_n),
+        n_choices=data.n,
+    )
     header = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "created": int(time.time()),
@@ -131,37 +141,57 @@ async def chat_completions(
     if data.stream:
         events = await start_stream(engine, request, requests)
         include_usage = data.stream_options is not None and data.stream_options.include_usage
-        return Stream(chat_stream(header, events, include_usage), media_type="text/event-stream")
-    (done,) = await collect_all(engine, request, requests)
-    choice = Choice(
-        index=0,
-        message=MessageOut(role="assistant", content=done.text),
-        finish_reason=done.finish.reason,
-    )
-    return ChatCompletion(**header, choices=[choice], usage=usage_of([done.finish]))
+        return EventStream(chat_stream(header, events, include_usage, top_n, data.n))
+    done = await collect_all(engine, request, requests)
+    choices = [
+        Choice(
+            index=i,
+            message=MessageOut(role="assistant", content=d.text),
+            finish_reason=d.finish.reason,
+            logprobs=None if top_n is None else probabilities.chat(d.probabilities, top_n),
+        )
+        for i, d in enumerate(done)
+    ]
+    return ChatCompletion(**header, choices=choices, usage=usage_of([d.finish for d in done]))
 
 
 async def chat_stream(
-    header: dict[str, Any], events: AsyncIterator[tuple[int, Any]], include_usage: bool
+    header: dict[str, Any],
+    events: AsyncIterator[tuple[int, Any]],
+    include_usage: bool,
+    top_n: int | None,
+    n_choices: int,
 ) -> AsyncIterator[bytes]:
-    def chunk(delta: Delta, finish_reason: str | None = None) -> bytes:
-        choice = ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)
+    def chunk(
+        index: int,
+        delta: Delta,
+        finish_reason: str | None = None,
+        logprobs: probabilities.ChatLogprobs | None = None,
+    ) -> bytes:
+        choice = ChunkChoice(
+            index=index, delta=delta, finish_reason=finish_reason, logprobs=logprobs
+        )
         return sse(ChatCompletionChunk(**header, choices=[choice]))
 
-    yield chunk(Delta(role="assistant", content=""))
-    async for _, event in events:
+    for index in range(n_choices):
+        yield chunk(index, Delta(role="assistant", content=""))
+    finishes: list[FinishEvent] = []
+    async for index, event in events:
         if isinstance(event, TokenEvent):
-            if event.text:
-                yield chunk(Delta(content=event.text))
+            probs = event.probabilities
+            if event.text or probs:
+                logprobs = probabilities.chat([probs], top_n or 0) if probs else None
+                yield chunk(index, Delta(content=event.text), logprobs=logprobs)
         elif isinstance(event, FinishEvent):
+            finishes.append(event)
             if event.text:
-                yield chunk(Delta(content=event.text))
-            yield chunk(Delta(), event.reason)
-            if include_usage:
-                yield sse(ChatCompletionChunk(**header, choices=[], usage=usage_of([event])))
+                yield chunk(index, Delta(content=event.text))
+            yield chunk(index, Delta(), event.reason)
         elif isinstance(event, ErrorEvent):
             yield sse_error(event)
             return
+    if include_usage and finishes:
+        yield sse(ChatCompletionChunk(**header, choices=[], usage=usage_of(finishes)))
     yield SSE_DONE
 
 

@@ -4,29 +4,36 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
-from litestar.response import Stream
 from msgspec import Meta
 
-from llama_box.core.engine import Engine, ErrorEvent, FinishEvent, TokenEvent
+from llama_box.core.engine import (
+    Engine,
+    ErrorEvent,
+    FinishEvent,
+    GenerationRequest,
+    TokenEvent,
+)
 from llama_box.core.hookspecs import hookimpl
-from llama_box.server.errors import ApiError
+from llama_box.server import probabilities
 from llama_box.server.generation import (
+    MAX_PROBS,
     SSE_DONE,
     Completed,
+    EventStream,
     Prompt,
+    PromptPart,
     SamplingFields,
     StreamOptions,
     Usage,
     build_requests,
     collect_all,
-    pick,
     split_prompts,
     sse,
     sse_error,
@@ -37,15 +44,20 @@ from llama_box.server.generation import (
 # --- llama.cpp's /completion ------------------------------------------------------------
 
 
-class CompletionRequest(SamplingFields, kw_only=True):
-    prompt: Prompt
+class NativeFields(SamplingFields, kw_only=True):
+    """What /completion and /infill share besides the prompt."""
+
     n_predict: Annotated[int, Meta(ge=-1)] | None = None
     max_tokens: Annotated[int, Meta(ge=-1)] | None = None
     stream: bool = False
     return_tokens: bool = False
 
 
-class NativeCompletion(msgspec.Struct, kw_only=True):
+class CompletionRequest(NativeFields, kw_only=True):
+    prompt: Prompt
+
+
+class NativeCompletion(msgspec.Struct, kw_only=True, omit_defaults=True):
     index: int
     content: str
     tokens: list[int]
@@ -62,73 +74,86 @@ class NativeCompletion(msgspec.Struct, kw_only=True):
     stop_type: str
     stopping_word: str
     timings: dict[str, float]
+    completion_probabilities: list[probabilities.NativeProbabilities] | None = None
 
 
-class NativeChunk(msgspec.Struct, kw_only=True):
+class NativeChunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     index: int
     content: str
     tokens: list[int]
-    stop: bool = False
+    stop: bool
+    completion_probabilities: list[probabilities.NativeProbabilities] | None = None
 
 
 def native_result(
     engine: Engine,
-    data: CompletionRequest,
+    request: GenerationRequest,
     index: int,
     prompt: str,
     done: Completed,
+    return_tokens: bool,
 ) -> NativeCompletion:
     finish = done.finish
     return NativeCompletion(
         index=index,
         content=done.text,
-        tokens=done.tokens if data.return_tokens else [],
+        tokens=done.tokens if return_tokens else [],
         id_slot=finish.slot_id,
         stop=True,
         model=engine.settings.model_name,
         tokens_predicted=finish.n_predicted,
         tokens_evaluated=finish.n_prompt,
-        tokens_cached=0,
-        generation_settings=generation_settings(engine, data),
+        tokens_cached=finish.n_cached,
+        generation_settings=generation_settings(engine, request),
         prompt=prompt,
         has_new_line="\n" in done.text,
-        truncated=False,
+        truncated=finish.truncated,
         stop_type=finish.stop_type,
         stopping_word=finish.stopping_word,
         timings=finish.timings.summary(finish.n_prompt, finish.n_predicted),
+        completion_probabilities=[probabilities.native(p) for p in done.probabilities]
+        if request.params.n_probs
+        else None,
     )
 
 
-def generation_settings(engine: Engine, data: CompletionRequest) -> dict[str, Any]:
-    model = engine.require_model()
+def generation_settings(engine: Engine, request: GenerationRequest) -> dict[str, Any]:
+    """What the request ran with, as llama-server reports it."""
     return {
-        "n_ctx": model.n_ctx_slot,
+        "n_ctx": engine.require_model().n_ctx_slot,
         "model": engine.settings.model_name,
-        "n_predict": pick(n_predict_of(data), engine.settings.n_predict),
-        "stop": data.stop_words(),
-        "ignore_eos": data.ignore_eos,
-        **msgspec.structs.asdict(data.sampling_params(engine.settings)),
+        "n_predict": request.n_predict,
+        "stop": request.stop,
+        **msgspec.structs.asdict(request.params),
     }
 
 
-def n_predict_of(data: JSONBody[CompletionRequest]) -> int | None:
+def n_predict_of(data: NativeFields) -> int | None:
     return data.n_predict if data.n_predict is not None else data.max_tokens
 
 
 @post("/completion", status_code=200)
 async def completion(
     data: JSONBody[CompletionRequest], engine: NamedDependency[Engine], request: Request
-) -> NativeCompletion | list[NativeCompletion] | Stream:
-    prompts = split_prompts(data.prompt)
+) -> NativeCompletion | list[NativeCompletion] | EventStream:
+    return await run_native(engine, request, data, split_prompts(data.prompt))
+
+
+async def run_native(
+    engine: Engine,
+    request: Request,
+    data: NativeFields,
+    prompts: Sequence[str | list[PromptPart]],
+) -> NativeCompletion | list[NativeCompletion] | EventStream:
+    """Generate for each prompt, answering in llama.cpp's native shape."""
     requests = await build_requests(engine, prompts, data, n_predict_of(data))
     if data.stream:
-        return Stream(
-            native_stream(engine, data, await start_stream(engine, request, requests)),
-            media_type="text/event-stream",
+        return EventStream(
+            native_stream(engine, requests, await start_stream(engine, request, requests))
         )
     done = await collect_all(engine, request, requests)
     results = [
-        native_result(engine, data, i, await engine.detokenize(r.prompt), d)
+        native_result(engine, r, i, await engine.detokenize(r.prompt), d, data.return_tokens)
         for i, (r, d) in enumerate(zip(requests, done, strict=True))
     ]
     return results if len(results) > 1 else results[0]
@@ -136,14 +161,24 @@ async def completion(
 
 async def native_stream(
     engine: Engine,
-    data: CompletionRequest,
+    requests: list[GenerationRequest],
     events: AsyncIterator[tuple[int, Any]],
 ) -> AsyncIterator[bytes]:
     async for index, event in events:
         if isinstance(event, TokenEvent):
-            yield sse(NativeChunk(index=index, content=event.text, tokens=[event.token]))
+            probs = event.probabilities
+            yield sse(
+                NativeChunk(
+                    index=index,
+                    content=event.text,
+                    tokens=[event.token],
+                    stop=False,
+                    completion_probabilities=[probabilities.native(probs)] if probs else None,
+                )
+            )
         elif isinstance(event, FinishEvent):
-            final = native_result(engine, data, index, "", Completed(event.text, event))
+            done = Completed(event.text, event)
+            final = native_result(engine, requests[index], index, "", done, False)
             yield sse(final)
         elif isinstance(event, ErrorEvent):
             yield sse_error(event)
@@ -160,12 +195,13 @@ class LegacyCompletionRequest(SamplingFields, kw_only=True):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Annotated[int, Meta(ge=1)] = 1
+    logprobs: Annotated[int, Meta(ge=0, le=MAX_PROBS)] | None = None
 
 
 class LegacyChoice(msgspec.Struct, kw_only=True):
     text: str
     index: int
-    logprobs: None = None
+    logprobs: probabilities.LegacyLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -182,10 +218,16 @@ class LegacyCompletion(msgspec.Struct, kw_only=True):
 @post("/v1/completions", status_code=200)
 async def legacy_completions(
     data: JSONBody[LegacyCompletionRequest], engine: NamedDependency[Engine], request: Request
-) -> LegacyCompletion | Stream:
-    if data.n != 1:
-        raise ApiError(400, "Only n=1 is supported")
-    requests = await build_requests(engine, split_prompts(data.prompt), data, data.max_tokens)
+) -> LegacyCompletion | EventStream:
+    top_n = data.logprobs
+    requests = await build_requests(
+        engine,
+        split_prompts(data.prompt),
+        data,
+        data.max_tokens,
+        n_probs=None if top_n is None else max(1, top_n),
+        n_choices=data.n,
+    )
     header = {
         "id": f"cmpl-{uuid.uuid4().hex}",
         "created": int(time.time()),
@@ -194,25 +236,34 @@ async def legacy_completions(
     if data.stream:
         events = await start_stream(engine, request, requests)
         include_usage = data.stream_options is not None and data.stream_options.include_usage
-        return Stream(legacy_stream(header, events, include_usage), media_type="text/event-stream")
+        return EventStream(legacy_stream(header, events, include_usage, top_n))
     done = await collect_all(engine, request, requests)
     choices = [
-        LegacyChoice(text=d.text, index=i, finish_reason=d.finish.reason)
+        LegacyChoice(
+            text=d.text,
+            index=i,
+            finish_reason=d.finish.reason,
+            logprobs=None if top_n is None else probabilities.legacy(d.probabilities, top_n),
+        )
         for i, d in enumerate(done)
     ]
     return LegacyCompletion(**header, choices=choices, usage=usage_of([d.finish for d in done]))
 
 
 async def legacy_stream(
-    header: dict[str, Any], events: AsyncIterator[tuple[int, Any]], include_usage: bool
+    header: dict[str, Any],
+    events: AsyncIterator[tuple[int, Any]],
+    include_usage: bool,
+    top_n: int | None,
 ) -> AsyncIterator[bytes]:
     finishes: list[FinishEvent] = []
     async for index, event in events:
         if isinstance(event, TokenEvent):
-            if event.text:
-                yield sse(
-                    LegacyCompletion(**header, choices=[LegacyChoice(text=event.text, index=index)])
-                )
+            probs = event.probabilities
+            if event.text or probs:
+                logprobs = probabilities.legacy([probs], top_n or 0) if probs else None
+                choice = LegacyChoice(text=event.text, index=index, logprobs=logprobs)
+                yield sse(LegacyCompletion(**header, choices=[choice]))
         elif isinstance(event, FinishEvent):
             finishes.append(event)
             choice = LegacyChoice(text=event.text, index=index, finish_reason=event.reason)

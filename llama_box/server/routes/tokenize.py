@@ -27,7 +27,7 @@ class TokenPiece(msgspec.Struct):
 
 
 class TokenizeResponse(msgspec.Struct):
-    tokens: list[int] | list[TokenPiece]
+    tokens: list[int | TokenPiece]
 
 
 class DetokenizeRequest(msgspec.Struct, kw_only=True):

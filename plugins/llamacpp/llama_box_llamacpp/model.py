@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import llama_cpp as lc
 
 from llama_box.core.settings import Settings
-from llama_box.core.types import ChatMessage, DecodeBatch, DecodeError, SamplingParams
+from llama_box.core.types import (
+    ChatMessage,
+    DecodeBatch,
+    DecodeError,
+    SamplingParams,
+    StageFactory,
+)
+from llama_box_llamacpp.sampling import LlamaCppSampler
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +49,9 @@ ARCHITECTURE_TEMPLATES = {
 }
 FALLBACK_TEMPLATE = "chatml"
 
-_LOG_LEVELS = {2: logging.ERROR, 3: logging.WARNING, 4: logging.INFO, 1: logging.DEBUG}
+# ggml's levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Its info lines (the whole
+# model metadata at load) are debug for us.
+_LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
 _backend_lock = threading.Lock()
 _backend_ready = False
 
@@ -91,20 +101,28 @@ class LlamaCppModel:
         except BaseException:
             self.close()
             raise
-        self._vocab = lc.llama_model_get_vocab(self._model)
+        self.vocab = lc.llama_model_get_vocab(self._model)
         self._memory = lc.llama_get_memory(self._ctx)
         self.architecture = self.meta("general.architecture") or "unknown"
         self.n_ctx_train = lc.llama_model_n_ctx_train(self._model)
-        self.n_vocab = lc.llama_vocab_n_tokens(self._vocab)
-        self.add_bos = bool(lc.llama_vocab_get_add_bos(self._vocab))
+        self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
+        self.add_bos = bool(lc.llama_vocab_get_add_bos(self.vocab))
         self.n_slots = settings.n_parallel
         self.n_ctx_slot = lc.llama_n_ctx_seq(self._ctx)
+        self.can_shift = bool(lc.llama_memory_can_shift(self._memory))
+        self.fim_tokens = {
+            "pre": lc.llama_vocab_fim_pre(self.vocab),
+            "suf": lc.llama_vocab_fim_suf(self.vocab),
+            "mid": lc.llama_vocab_fim_mid(self.vocab),
+            "rep": lc.llama_vocab_fim_rep(self.vocab),
+            "sep": lc.llama_vocab_fim_sep(self.vocab),
+        }
         raw_template = lc.llama_model_chat_template(self._model, None)
         self.chat_template = raw_template.decode() if raw_template else None
         self.builtin_template = self._choose_builtin_template(settings)
         self.special_tokens = {
-            "bos_token": self._special_text(lc.llama_vocab_bos(self._vocab)),
-            "eos_token": self._special_text(lc.llama_vocab_eos(self._vocab)),
+            "bos_token": self._special_text(lc.llama_vocab_bos(self.vocab)),
+            "eos_token": self._special_text(lc.llama_vocab_eos(self.vocab)),
         }
         if settings.warmup:
             self._warm_up()
@@ -152,7 +170,7 @@ class LlamaCppModel:
     def _warm_up(self) -> None:
         """Run one token through the model so the first request pays no first-use costs."""
         batch = DecodeBatch(1)
-        bos = lc.llama_vocab_bos(self._vocab)
+        bos = lc.llama_vocab_bos(self.vocab)
         batch.add([bos if bos >= 0 else 0], 0, 0, logits_last=True)
         self.decode(batch)
         lc.llama_memory_clear(self._memory, True)
@@ -166,7 +184,7 @@ class LlamaCppModel:
 
     def metadata(self) -> dict[str, Any]:
         return {
-            "vocab_type": lc.llama_vocab_type(self._vocab),
+            "vocab_type": lc.llama_vocab_type(self.vocab),
             "n_vocab": self.n_vocab,
             "n_ctx_train": self.n_ctx_train,
             "n_embd": lc.llama_model_n_embd(self._model),
@@ -179,7 +197,14 @@ class LlamaCppModel:
         }
 
     def is_end_of_generation(self, token: int) -> bool:
-        return bool(lc.llama_vocab_is_eog(self._vocab, token))
+        return bool(lc.llama_vocab_is_eog(self.vocab, token))
+
+    @functools.cached_property
+    def eog_tokens(self) -> list[int]:
+        """Every end-of-generation token (``ignore_eos`` bans them all, as llama-server
+        does); found by one scan of the vocabulary, on first use."""
+        is_eog = lc.llama_vocab_is_eog
+        return [t for t in range(self.n_vocab) if is_eog(self.vocab, t)]
 
     # --- text --------------------------------------------------------------------------
 
@@ -189,7 +214,7 @@ class LlamaCppModel:
         while True:
             tokens = (lc.llama_token * capacity)()
             n = lc.llama_tokenize(
-                self._vocab, data, len(data), tokens, capacity, add_special, parse_special
+                self.vocab, data, len(data), tokens, capacity, add_special, parse_special
             )
             if n >= 0:
                 return tokens[:n]
@@ -198,10 +223,10 @@ class LlamaCppModel:
     def token_to_piece(self, token: int, special: bool) -> bytes:
         self.check_tokens((token,))
         buf = ctypes.create_string_buffer(64)
-        n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        n = lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
-            n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+            n = lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
 
     def detokenize(self, tokens: Sequence[int]) -> str:
@@ -251,11 +276,51 @@ class LlamaCppModel:
     def clear_slot(self, slot_id: int) -> None:
         lc.llama_memory_seq_rm(self._memory, slot_id, -1, -1)
 
-    def new_sampler(self, params: SamplingParams) -> LlamaCppSampler:
-        return LlamaCppSampler(params, self.n_vocab, self.n_ctx_slot)
+    def keep_slot_prefix(self, slot_id: int, n_keep: int) -> bool:
+        if n_keep > 0:
+            # As llama-server: a sliding-window cache must still hold the window before
+            # the first new token, else the whole prompt is evaluated again.
+            n_swa = max(1, lc.llama_model_n_swa(self._model))
+            pos_min = lc.llama_memory_seq_pos_min(self._memory, slot_id)
+            window_kept = pos_min <= max(0, n_keep - n_swa)
+            if window_kept and lc.llama_memory_seq_rm(self._memory, slot_id, n_keep, -1):
+                return True
+        self.clear_slot(slot_id)
+        return n_keep == 0
+
+    def save_slot(self, slot_id: int, path: str, tokens: Sequence[int]) -> int:
+        array = (lc.llama_token * len(tokens))(*tokens)
+        written = lc.llama_state_seq_save_file(
+            self._ctx, path.encode(), slot_id, array, len(tokens)
+        )
+        if written == 0:
+            raise ValueError(f"could not save the slot to {path}")
+        return written
+
+    def restore_slot(self, slot_id: int, path: str) -> tuple[list[int], int]:
+        self.clear_slot(slot_id)
+        capacity = self.n_ctx_slot
+        tokens = (lc.llama_token * capacity)()
+        count = ctypes.c_size_t(0)
+        read = lc.llama_state_seq_load_file(
+            self._ctx, path.encode(), slot_id, tokens, capacity, ctypes.byref(count)
+        )
+        if read == 0:
+            self.clear_slot(slot_id)
+            raise ValueError("the file does not hold a slot of this model and context size")
+        return tokens[: count.value], read
+
+    def shift_slot(self, slot_id: int, n_keep: int, n_discard: int, n_past: int) -> None:
+        lc.llama_memory_seq_rm(self._memory, slot_id, n_keep, n_keep + n_discard)
+        lc.llama_memory_seq_add(self._memory, slot_id, n_keep + n_discard, n_past, -n_discard)
+
+    def new_sampler(
+        self, params: SamplingParams, stages: Mapping[str, StageFactory], prompt: Sequence[int]
+    ) -> LlamaCppSampler:
+        return LlamaCppSampler(self, params, stages, prompt)
 
     def sample(self, sampler: LlamaCppSampler, batch_index: int) -> int:
-        return lc.llama_sampler_sample(sampler.chain, self._ctx, batch_index)
+        return sampler.sample(self._ctx, batch_index)
 
     def close(self) -> None:
         if self._ctx:
@@ -290,34 +355,3 @@ class NativeBatch:
             seq_id=self._seq_ptrs,
             logits=batch.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
         )
-
-
-class LlamaCppSampler:
-    """llama.cpp's native sampler chain, in llama-server's order; no Python per token."""
-
-    def __init__(self, params: SamplingParams, n_vocab: int, n_ctx_slot: int) -> None:
-        self.chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        stages = [
-            lc.llama_sampler_init_penalties(
-                n_vocab,
-                n_ctx_slot if params.repeat_last_n < 0 else params.repeat_last_n,
-                params.repeat_penalty,
-                params.frequency_penalty,
-                params.presence_penalty,
-            ),
-            lc.llama_sampler_init_top_k(params.top_k),
-            lc.llama_sampler_init_top_p(params.top_p, params.min_keep),
-            lc.llama_sampler_init_min_p(params.min_p, params.min_keep),
-            # temperature <= 0 keeps only the most likely token: greedy.
-            lc.llama_sampler_init_temp(params.temperature),
-            lc.llama_sampler_init_dist(
-                lc.LLAMA_DEFAULT_SEED if params.seed < 0 else params.seed & 0xFFFFFFFF
-            ),
-        ]
-        for stage in stages:
-            lc.llama_sampler_chain_add(self.chain, stage)
-
-    def close(self) -> None:
-        if self.chain:
-            lc.llama_sampler_free(self.chain)
-            self.chain = None

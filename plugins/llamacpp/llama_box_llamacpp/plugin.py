@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from llama_box.core.hookspecs import hookimpl
 from llama_box.core.settings import Settings
-from llama_box.core.types import ChatMessage, DecodeBatch, SamplingParams
+from llama_box.core.types import ChatMessage, DecodeBatch, SamplingParams, StageFactory
 
 if TYPE_CHECKING:
-    from llama_box_llamacpp.model import LlamaCppModel, LlamaCppSampler
+    from llama_box_llamacpp.model import LlamaCppModel
+    from llama_box_llamacpp.sampling import LlamaCppSampler
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,23 @@ def llama_box_decode(model: object, batch: DecodeBatch) -> bool | None:
 
 
 @hookimpl
-def llama_box_create_sampler(model: object, params: SamplingParams) -> LlamaCppSampler | None:
+def llama_box_sampler_stages(register: Callable[[str, StageFactory], None]) -> None:
+    from llama_box_llamacpp.sampling import BUILTIN_STAGES
+
+    for name, factory in BUILTIN_STAGES.items():
+        register(name, factory)
+
+
+@hookimpl
+def llama_box_create_sampler(
+    model: object,
+    params: SamplingParams,
+    stages: Mapping[str, StageFactory],
+    prompt: Sequence[int],
+) -> LlamaCppSampler | None:
     if (owned := _owned(model)) is None:
         return None
-    return owned.new_sampler(params)
+    return owned.new_sampler(params, stages, prompt)
 
 
 @hookimpl
