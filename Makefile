@@ -30,4 +30,6 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	bench/build_llama_server.sh
+	$(BIN)/python bench/bench.py --servers llama-box,llama-server,llama-cpp-python $(BENCH_ARGS)

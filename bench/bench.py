@@ -105,6 +105,9 @@ def server_command(name: str, args: argparse.Namespace, port: int) -> list[str]:
             str(port),
             "--host",
             "127.0.0.1",
+            # By default a new request interrupts the running stream; queue them instead.
+            "--interrupt_requests",
+            "False",
         ]
     raise ValueError(name)
 
@@ -206,7 +209,9 @@ async def load(
     url: str, concurrency: int, per_client: int, max_tokens: int
 ) -> tuple[Sample, float]:
     total = Sample()
-    limits = httpx.Limits(max_connections=concurrency + 4)
+    # A fresh connection per request: llama-server closes a connection after a stream, and
+    # a POST on a connection closed under it is not retried.
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         await asyncio.gather(
             *(one_request(client, PROMPTS[i % len(PROMPTS)], 8) for i in range(concurrency))
@@ -355,15 +360,19 @@ def main() -> None:
     parser.add_argument(
         "--llama-server",
         type=Path,
-        default=Path(
-            os.environ.get("LLAMA_SERVER_BIN", HERE.parent / ".bench-cache" / "llama-server")
-        ),
+        default=None,
+        help="llama-server binary (default: build it with bench/build_llama_server.sh)",
     )
     parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     args = parser.parse_args()
     args.model = args.model or default_model()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     servers = args.servers.split(",")
+    if "llama-server" in servers and args.llama_server is None:
+        built = subprocess.run(
+            [str(HERE / "build_llama_server.sh")], check=True, capture_output=True, text=True
+        )
+        args.llama_server = Path(built.stdout.strip().splitlines()[-1])
     (HERE / "results").mkdir(exist_ok=True)
 
     runs = []

@@ -128,6 +128,9 @@ def test_defaults_are_the_seeds(captured: list[Settings]) -> None:
     assert (s.host, s.port, s.ctx_size, s.n_parallel) == ("127.0.0.1", 8080, 4096, 1)
     assert (s.batch_size, s.ubatch_size, s.timeout) == (2048, 512, 600)
     assert (s.temp, s.top_k, s.top_p, s.min_p) == (0.8, 40, 0.9, 0.1)
+    assert s.flash_attn is None  # auto: llama.cpp decides, as llama-server's default
+    cli.main(["--no-flash-attn"])
+    assert captured[1].flash_attn is False
 
 
 def test_llama_arg_environment_variables(

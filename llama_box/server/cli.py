@@ -221,8 +221,10 @@ def builtin_options() -> list[click.Option]:
             "-fa",
             "--flash-attn/--no-flash-attn",
             "flash_attn",
+            default=None,
             envvar=env("FLASH_ATTN"),
-            help="Enable Flash Attention, which can reduce (V)RAM but increase computation",
+            help="Enable Flash Attention, which can reduce (V)RAM but increase computation; "
+            "--no-flash-attn disables it (default: llama.cpp decides, as llama-server's auto)",
         ),
         option(
             SERVER,

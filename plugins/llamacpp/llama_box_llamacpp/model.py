@@ -138,11 +138,11 @@ class LlamaCppModel:
         params.n_threads_batch = settings.n_threads_batch
         # Each slot gets its own n_ctx / n_parallel cells, as llama-server's -np does.
         params.kv_unified = False
-        params.flash_attn_type = (
-            lc.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if settings.flash_attn
-            else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
+        params.flash_attn_type = {
+            None: lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
+            True: lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            False: lc.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }[settings.flash_attn]
         params.type_k = CACHE_TYPES[settings.cache_type_k]
         params.type_v = CACHE_TYPES[settings.cache_type_v]
         params.no_perf = True
