@@ -129,6 +129,7 @@ def test_defaults_are_the_seeds(captured: list[Settings]) -> None:
     assert (s.batch_size, s.ubatch_size, s.timeout) == (2048, 512, 600)
     assert (s.temp, s.top_k, s.top_p, s.min_p) == (0.8, 40, 0.9, 0.1)
     assert s.flash_attn is None  # auto: llama.cpp decides, as llama-server's default
+    assert s.swa_full is False
     cli.main(["--no-flash-attn"])
     assert captured[1].flash_attn is False
 

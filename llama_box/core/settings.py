@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, kw_only=True):
     model: str | None = None
     alias: str | None = None
     seed: int = -1
+    swa_full: bool = False
     flash_attn: bool | None = None
     """None: llama.cpp decides (auto), as llama-server does."""
     n_gpu_layers: int = -1

@@ -218,6 +218,12 @@ def builtin_options() -> list[click.Option]:
         option(SERVER, "-s", "--seed", type=int, metavar="N", help="RNG seed (-1 = random seed)"),
         option(
             SERVER,
+            "--swa-full",
+            is_flag=True,
+            help="Use full-size SWA cache (default disabled)",
+        ),
+        option(
+            SERVER,
             "-fa",
             "--flash-attn/--no-flash-attn",
             "flash_attn",

@@ -138,6 +138,9 @@ class LlamaCppModel:
         params.n_threads_batch = settings.n_threads_batch
         # Each slot gets its own n_ctx / n_parallel cells, as llama-server's -np does.
         params.kv_unified = False
+        # llama.cpp's library default keeps a full-size sliding-window cache; llama-server
+        # (and --swa-full's default) keep only the window.
+        params.swa_full = settings.swa_full
         params.flash_attn_type = {
             None: lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
             True: lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
