@@ -53,6 +53,9 @@ class FakeModel:
         self.kv_ops.append(("keep", slot_id, n_keep))
         return True
 
+    def move_slot_tokens(self, slot_id: int, start: int, end: int, to: int) -> None:
+        self.kv_ops.append(("move", slot_id, start, end, to))
+
     def shift_slot(self, slot_id: int, n_keep: int, n_discard: int, n_past: int) -> None:
         self.kv_ops.append(("shift", slot_id, n_keep, n_discard, n_past))
 

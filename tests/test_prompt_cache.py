@@ -77,3 +77,33 @@ def test_long_prompt_is_cut_with_shift_on(shifting: Server) -> None:
             "/completion", json={"prompt": "word " * 400, "n_predict": 2, "n_keep": 10}
         ).json()
     assert body["tokens_evaluated"] < 256
+
+
+@pytest.fixture(scope="module")
+def reusing(gemma_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("reuse") / "llama-box.log"
+    running = start_server(["-m", gemma_path, "-c", "2048", "-np", "1", "--cache-reuse", "16"], log)
+    yield running
+    running.stop()
+
+
+def test_cache_reuse_shifts_chunks_after_an_edit_in_the_middle(reusing: Server) -> None:
+    head = " ".join(f"Fact {i}: the sky is blue." for i in range(20))
+    middle = " ".join(f"Note {i}: the grass is green." for i in range(15))
+    tail = " ".join(f"Rule {i}: the sea is deep." for i in range(15))
+    with reusing.client(timeout=120) as client:
+        n_head = len(client.post("/tokenize", json={"content": head}).json()["tokens"])
+        n_tail = len(client.post("/tokenize", json={"content": " " + tail}).json()["tokens"])
+        client.post("/completion", json={"prompt": f"{head} {middle} {tail}", "n_predict": 1})
+        edited = client.post(
+            "/completion",
+            json={
+                "prompt": f"{head} {tail} The end.",
+                "n_predict": 4,
+                "temperature": 0,
+                "ignore_eos": True,
+            },
+        ).json()
+    # The head is a shared prefix; the tail's KV was shifted down over the dropped middle.
+    assert edited["tokens_cached"] >= n_head + n_tail - 4
+    assert edited["tokens_predicted"] == 4

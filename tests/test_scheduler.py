@@ -252,3 +252,20 @@ def test_context_shift_keeps_the_prompt_head(plugin: FakeModelPlugin) -> None:
     assert shifts and all(op[2] == 2 for op in shifts)  # the first n_keep tokens stay
     positions = [pos for b in model_of(engine).batches for _, pos, _, _ in b]
     assert max(positions) < 64
+
+
+def test_cache_reuse_shifts_matching_chunks_into_place(plugin: FakeModelPlugin) -> None:
+    pm = create_plugin_manager()
+    pm.register(plugin)
+    engine = Engine(pm, Settings(model="fake.gguf", n_parallel=1, cache_reuse=4))
+    engine.start()
+    engine.wait_until_settled()
+    try:
+        asyncio.run(run(engine, request(list(range(1, 21)), n_predict=1)))
+        # Tokens 6 to 10 were dropped from the middle: 11 to 20 can be shifted down.
+        prompt = [1, 2, 3, 4, 5, *range(11, 21), 50]
+        _, finish = asyncio.run(run(engine, request(prompt, n_predict=1)))
+    finally:
+        engine.stop()
+    assert finish.n_cached == 15
+    assert ("move", 0, 10, 20, 5) in model_of(engine).kv_ops

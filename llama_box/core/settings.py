@@ -98,6 +98,7 @@ class Settings(msgspec.Struct, kw_only=True):
     grammar_file: str | None = None
     json_schema: str | None = None
     cache_prompt: bool = True
+    cache_reuse: int = 0
     slots: bool = True
     slot_save_path: str | None = None
     slot_prompt_similarity: float = 0.5

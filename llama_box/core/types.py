@@ -51,6 +51,11 @@ class TextModel(Protocol):
         sliding-window cache forgets old positions)."""
         ...
 
+    def move_slot_tokens(self, slot_id: int, start: int, end: int, to: int) -> None:
+        """Move the cached tokens at positions [start, end) down to ``to`` (<= start),
+        dropping what lay in [to, start): a KV shift, for --cache-reuse."""
+        ...
+
     def save_slot(self, slot_id: int, path: str, tokens: Sequence[int]) -> int:
         """Write the slot's KV cache and its tokens to ``path``; return bytes written."""
         ...

@@ -541,6 +541,13 @@ def sampling_options() -> list[click.Option]:
         ),
         option(
             COMPLETION,
+            "--cache-reuse",
+            type=click.IntRange(min=0),
+            metavar="N",
+            help="Min chunk size to attempt reusing from the cache via KV shifting (0 = off)",
+        ),
+        option(
+            COMPLETION,
             "-sps",
             "--slot-prompt-similarity",
             "slot_prompt_similarity",

@@ -404,6 +404,8 @@ class Engine:
         if self.settings.cache_prompt and request.cache_prompt:
             # At least the last prompt token is evaluated again: its logits start generation.
             reuse = min(common_prefix(slot.cache, request.prompt), len(request.prompt) - 1)
+            if self.settings.cache_reuse > 0 and model.can_shift:
+                reuse = self._reuse_chunks(slot, request.prompt, reuse)
         if not model.keep_slot_prefix(slot.id, reuse):
             reuse = 0
         slot.cache = request.prompt[:reuse]
@@ -419,6 +421,30 @@ class Engine:
             room = request.n_predict if request.n_predict >= 0 else sys.maxsize
         slot.limit = room if request.n_predict < 0 else min(request.n_predict, room)
         request.timings.prompt_start = now
+
+    def _reuse_chunks(self, slot: Slot, prompt: list[int], n_past: int) -> int:
+        """--cache-reuse, as llama-server does it: past the shared prefix, find runs of at
+        least N prompt tokens further on in the slot's cache and shift them into place
+        instead of evaluating them again. Returns how many prompt tokens are now cached."""
+        cache, limit = slot.cache, len(prompt) - 1
+        head_cache = head_prompt = n_past
+        while head_cache < len(cache) and head_prompt < limit:
+            run = 0
+            while (
+                head_cache + run < len(cache)
+                and head_prompt + run < limit
+                and cache[head_cache + run] == prompt[head_prompt + run]
+            ):
+                run += 1
+            if run >= self.settings.cache_reuse:
+                self.model.move_slot_tokens(  # type: ignore[union-attr]
+                    slot.id, head_cache, head_cache + run, head_prompt
+                )
+                head_cache += run
+                head_prompt += run
+            else:
+                head_cache += 1
+        return head_prompt
 
     def _step(self) -> None:
         batch = self._batch

@@ -110,6 +110,8 @@ class LlamaCppModel:
         self.n_slots = settings.n_parallel
         self.n_ctx_slot = lc.llama_n_ctx_seq(self._ctx)
         self.can_shift = bool(lc.llama_memory_can_shift(self._memory))
+        if (settings.context_shift or settings.cache_reuse) and not self.can_shift:
+            log.warning("this model's KV cache cannot shift: context shift and cache reuse off")
         self.fim_tokens = {
             "pre": lc.llama_vocab_fim_pre(self.vocab),
             "suf": lc.llama_vocab_fim_suf(self.vocab),
@@ -139,8 +141,9 @@ class LlamaCppModel:
         # Each slot gets its own n_ctx / n_parallel cells, as llama-server's -np does.
         params.kv_unified = False
         # llama.cpp's library default keeps a full-size sliding-window cache; llama-server
-        # (and --swa-full's default) keep only the window.
-        params.swa_full = settings.swa_full
+        # (and --swa-full's default) keep only the window. Moving positions (context shift,
+        # chunk reuse) needs the full one, so asking for those keeps it.
+        params.swa_full = settings.swa_full or settings.context_shift or settings.cache_reuse > 0
         params.flash_attn_type = {
             None: lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
             True: lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
@@ -312,6 +315,10 @@ class LlamaCppModel:
             self.clear_slot(slot_id)
             raise ValueError("the file does not hold a slot of this model and context size")
         return tokens[: count.value], read
+
+    def move_slot_tokens(self, slot_id: int, start: int, end: int, to: int) -> None:
+        lc.llama_memory_seq_rm(self._memory, slot_id, to, start)
+        lc.llama_memory_seq_add(self._memory, slot_id, start, end, to - start)
 
     def shift_slot(self, slot_id: int, n_keep: int, n_discard: int, n_past: int) -> None:
         lc.llama_memory_seq_rm(self._memory, slot_id, n_keep, n_keep + n_discard)
