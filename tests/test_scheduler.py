@@ -4,6 +4,7 @@ queue, limits, cancellation and failures."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -26,15 +27,24 @@ def plugin() -> FakeModelPlugin:
     return FakeModelPlugin(n_ctx_slot=64)
 
 
-@pytest.fixture
-def engine(plugin: FakeModelPlugin) -> Iterator[Engine]:
+@contextlib.contextmanager
+def running_engine(plugin: FakeModelPlugin, **settings: object) -> Iterator[Engine]:
+    """An engine on the fake model, started and loaded; stopped on leaving."""
     pm = create_plugin_manager()
     pm.register(plugin)
-    running = Engine(pm, Settings(model="fake.gguf", n_parallel=2, batch_size=16))
-    running.start()
-    running.wait_until_settled()
-    yield running
-    running.stop()
+    engine = Engine(pm, Settings(model="fake.gguf", **settings))  # type: ignore[arg-type]
+    engine.start()
+    engine.wait_until_settled()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture
+def engine(plugin: FakeModelPlugin) -> Iterator[Engine]:
+    with running_engine(plugin, n_parallel=2, batch_size=16) as running:
+        yield running
 
 
 def request(
@@ -189,14 +199,7 @@ def test_decode_failure_fails_the_batch_and_the_engine_goes_on(engine: Engine) -
 
 
 def test_requests_waiting_past_the_timeout_get_503(plugin: FakeModelPlugin) -> None:
-    pm = create_plugin_manager()
-    pm.register(plugin)
-    engine = Engine(pm, Settings(model="fake.gguf", n_parallel=1, timeout=1))
-    engine.start()
-    engine.wait_until_settled()
-    model_of(engine).decode_delay = 0.05
-
-    async def main() -> ErrorEvent | FinishEvent:
+    async def main(engine: Engine) -> ErrorEvent | FinishEvent:
         hog = asyncio.ensure_future(run(engine, request([1], n_predict=60)))
         await asyncio.sleep(0.05)
         async for event in engine.generate(request([1], n_predict=1)):
@@ -204,20 +207,15 @@ def test_requests_waiting_past_the_timeout_get_503(plugin: FakeModelPlugin) -> N
             return event  # type: ignore[return-value]
         raise AssertionError
 
-    try:
-        event = asyncio.run(main())
-    finally:
-        engine.stop()
+    with running_engine(plugin, n_parallel=1, timeout=1) as engine:
+        model_of(engine).decode_delay = 0.05
+        event = asyncio.run(main(engine))
     assert isinstance(event, ErrorEvent) and event.status == 503
 
 
 def test_stop_closes_the_model(plugin: FakeModelPlugin) -> None:
-    pm = create_plugin_manager()
-    pm.register(plugin)
-    engine = Engine(pm, Settings(model="fake.gguf"))
-    engine.start()
-    engine.wait_until_settled()
-    engine.stop()
+    with running_engine(plugin) as engine:
+        pass
     assert model_of(engine).closed
 
 
@@ -238,15 +236,8 @@ def test_prompt_cache_reuses_the_longest_shared_prefix(engine: Engine) -> None:
 
 
 def test_context_shift_keeps_the_prompt_head(plugin: FakeModelPlugin) -> None:
-    pm = create_plugin_manager()
-    pm.register(plugin)
-    engine = Engine(pm, Settings(model="fake.gguf", n_parallel=1, context_shift=True))
-    engine.start()
-    engine.wait_until_settled()
-    try:
+    with running_engine(plugin, n_parallel=1, context_shift=True) as engine:
         tokens, finish = asyncio.run(run(engine, request([1, 2, 3, 4], n_predict=150, n_keep=2)))
-    finally:
-        engine.stop()
     assert len(tokens) == 150 and finish.truncated  # beyond the 64-token slot
     shifts = [op for op in model_of(engine).kv_ops if op[0] == "shift"]
     assert shifts and all(op[2] == 2 for op in shifts)  # the first n_keep tokens stay
@@ -255,17 +246,10 @@ def test_context_shift_keeps_the_prompt_head(plugin: FakeModelPlugin) -> None:
 
 
 def test_cache_reuse_shifts_matching_chunks_into_place(plugin: FakeModelPlugin) -> None:
-    pm = create_plugin_manager()
-    pm.register(plugin)
-    engine = Engine(pm, Settings(model="fake.gguf", n_parallel=1, cache_reuse=4))
-    engine.start()
-    engine.wait_until_settled()
-    try:
+    with running_engine(plugin, n_parallel=1, cache_reuse=4) as engine:
         asyncio.run(run(engine, request(list(range(1, 21)), n_predict=1)))
         # Tokens 6 to 10 were dropped from the middle: 11 to 20 can be shifted down.
         prompt = [1, 2, 3, 4, 5, *range(11, 21), 50]
         _, finish = asyncio.run(run(engine, request(prompt, n_predict=1)))
-    finally:
-        engine.stop()
     assert finish.n_cached == 15
     assert ("move", 0, 10, 20, 5) in model_of(engine).kv_ops
