@@ -23,6 +23,7 @@ class FakeModel:
     n_vocab = N_VOCAB
     add_bos = False
     chat_template = None
+    builtin_template = "fake"
 
     def __init__(self, n_slots: int, n_ctx_slot: int) -> None:
         self.special_tokens = {"bos_token": "", "eos_token": ""}

@@ -27,6 +27,9 @@ class TextModel(Protocol):
     n_slots: int
     chat_template: str | None
     """The Jinja chat template from the GGUF metadata, if the file has one."""
+    builtin_template: str
+    """What renders chat without --jinja: a built-in template's name, or the GGUF template
+    text the model plugin recognises."""
     special_tokens: dict[str, str]
     """Text of special tokens a chat template may use: ``bos_token``, ``eos_token``."""
 

@@ -47,11 +47,15 @@ def _candidate(entry: ProbabilityEntry, post_sampling: bool) -> NativeCandidate:
 
 def native(step: TokenProbabilities) -> NativeProbabilities:
     """``logprob``/``top_logprobs``, or ``prob``/``top_probs`` after the sampler chain."""
-    chosen = _candidate(step.chosen, step.post_sampling)
-    top = [_candidate(e, step.post_sampling) for e in step.top]
+    post, c = step.post_sampling, step.chosen
+    top = [_candidate(e, post) for e in step.top]
     return NativeProbabilities(
-        **msgspec.structs.asdict(chosen),
-        **{"top_probs" if step.post_sampling else "top_logprobs": top},
+        c.id,
+        text_of(c),
+        list(c.piece),
+        **{"prob": c.value, "top_probs": top}
+        if post
+        else {"logprob": c.value, "top_logprobs": top},
     )
 
 

@@ -455,6 +455,7 @@ class Engine:
 
         # Every generating slot gets its one token in; prompts fill the room left, so a
         # long prompt never stalls the streams already running for more than one step.
+        n_decode = 0
         for slot in self.slots:
             slot.batch_index = -1
             slot.n_in_batch = 0
@@ -463,6 +464,7 @@ class Engine:
                     self._shift_context(slot)
                 slot.batch_index = batch.add([slot.next_token], slot.n_past, slot.id, True)
                 slot.n_in_batch = 1
+                n_decode += 1
         for slot in self.slots:
             if slot.request is None or not slot.pending or batch.room == 0:
                 continue
@@ -475,7 +477,6 @@ class Engine:
             return
 
         model = self.model
-        n_decode = sum(1 for slot in self.slots if slot.n_in_batch and not slot.pending)
         started = time.perf_counter()
         try:
             self.hook.llama_box_decode(model=model, batch=batch)

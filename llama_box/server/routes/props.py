@@ -82,13 +82,7 @@ def build_info() -> str:
 def props_of(engine: Engine) -> Props:
     model = engine.require_model()
     settings = engine.settings
-    if settings.jinja:
-        template = jinja_source(model, settings) or ""
-    else:
-        # The llama.cpp plugin's choice: a built-in name, or the model's own template text.
-        # TextModel does not declare it, so with other plugins the flag or the GGUF tells.
-        builtin = getattr(model, "builtin_template", None)
-        template = builtin or settings.chat_template or model.chat_template or ""
+    template = (jinja_source(model, settings) or "") if settings.jinja else model.builtin_template
     params = GenerationParams(
         **msgspec.structs.asdict(engine.default_sampling), n_predict=settings.n_predict
     )

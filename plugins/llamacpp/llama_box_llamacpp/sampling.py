@@ -156,6 +156,7 @@ class LlamaCppSampler:
         self.last_probabilities: TokenProbabilities | None = None
         self._python_stages: list[PythonStageAdapter] = []
         self._candidates: np.ndarray | None = None
+        self._ids: np.ndarray | None = None
         # The grammar sits outside the inner chain: only the inner chain (penalties, DRY,
         # stages) learns the prompt, as in llama-server.
         self.chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
@@ -252,8 +253,9 @@ class LlamaCppSampler:
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, batch_index), (n_vocab,))
         if self._candidates is None:
             self._candidates = np.empty(n_vocab, dtype=TOKEN_DATA)
+            self._ids = np.arange(n_vocab, dtype=np.int32)
         cur = self._candidates
-        cur["id"] = np.arange(n_vocab, dtype=np.int32)
+        cur["id"] = self._ids  # the chain reorders the array: reset it every token
         cur["logit"] = logits
         cur["p"] = 0.0
         array = lc.llama_token_data_array(
