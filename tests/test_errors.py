@@ -38,6 +38,8 @@ def assert_error(response, status: int, *fragments: str) -> dict:
         (CHAT, {"messages": MESSAGES, "top_p": 2}, "top_p"),
         (CHAT, {"messages": MESSAGES, "temperature": "hot"}, "temperature"),
         (CHAT, {"messages": MESSAGES, "max_tokens": -5}, "max_tokens"),
+        (CHAT, {"messages": MESSAGES, "n": 0}, "n"),
+        ("/completion", {"prompt": "a", "n_keep": -5}, "n_keep"),
         (CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "image_url"),
         ("/v1/completions", {"prompt": 5}, "prompt"),
         ("/v1/completions", {"prompt": "a", "min_p": -1}, "min_p"),
