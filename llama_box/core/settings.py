@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, kw_only=True):
     flash_attn: bool | None = None
     """None: llama.cpp decides (auto), as llama-server does."""
     n_gpu_layers: int = -1
+    repack: bool | None = None
+    """Weight repacking (llama.cpp's extra buffer types). None: decided per CPU at load."""
+    no_host: bool = False
     warmup: bool = True
     api_key: tuple[str, ...] = ()
     api_key_file: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import platform
@@ -242,6 +243,24 @@ def builtin_options() -> list[click.Option]:
             metavar="N",
             envvar=env("N_GPU_LAYERS"),
             help="Number of layers to store in VRAM (-1 = all, 0 = no offloading)",
+        ),
+        option(
+            SERVER,
+            "--repack/--no-repack",
+            " /-nr",
+            "repack",
+            default=None,
+            envvar=env("REPACK"),
+            help="Whether to repack weights for this CPU's faster kernels (llama.cpp's extra "
+            "buffer types; default: on, except on CPUs with AMX where a one-time probe "
+            "decides)",
+        ),
+        option(
+            SERVER,
+            "--no-host",
+            is_flag=True,
+            envvar=env("NO_HOST"),
+            help="Bypass host buffer allowing extra buffers to be used",
         ),
         option(
             SERVER,
@@ -719,6 +738,8 @@ def serve(settings: Settings, pm: pluggy.PluginManager) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # A native crash (a CPU kernel that faults) then prints where it happened.
+    faulthandler.enable()
     pm = create_plugin_manager()
     load_plugins(pm)
     cli = build_cli(pm)

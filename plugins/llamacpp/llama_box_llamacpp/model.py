@@ -19,21 +19,11 @@ from llama_box.core.types import (
     SamplingParams,
     StageFactory,
 )
+from llama_box_llamacpp import repack
+from llama_box_llamacpp.params import context_params, model_params
 from llama_box_llamacpp.sampling import LlamaCppSampler
 
 log = logging.getLogger(__name__)
-
-CACHE_TYPES = {
-    "f32": lc.GGML_TYPE_F32,
-    "f16": lc.GGML_TYPE_F16,
-    "bf16": 30,  # GGML_TYPE_BF16, not exported by the bindings
-    "q8_0": lc.GGML_TYPE_Q8_0,
-    "q4_0": lc.GGML_TYPE_Q4_0,
-    "q4_1": lc.GGML_TYPE_Q4_1,
-    "iq4_nl": lc.GGML_TYPE_IQ4_NL,
-    "q5_0": lc.GGML_TYPE_Q5_0,
-    "q5_1": lc.GGML_TYPE_Q5_1,
-}
 
 # Built-in template for architectures whose GGUF files often carry no chat template.
 ARCHITECTURE_TEMPLATES = {
@@ -48,6 +38,7 @@ ARCHITECTURE_TEMPLATES = {
     "qwen3": "chatml",
 }
 FALLBACK_TEMPLATE = "chatml"
+WARMUP_TOKENS = 32
 
 # ggml's levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Its info lines (the whole
 # model metadata at load) are debug for us.
@@ -86,16 +77,15 @@ class LlamaCppModel:
     def __init__(self, path: str, settings: Settings) -> None:
         init_backend()
         self.path = path
-        model_params = lc.llama_model_default_params()
-        model_params.n_gpu_layers = settings.n_gpu_layers
-        model_params.use_mmap = settings.mmap
-        model_params.use_mlock = settings.mlock
-        self._model = lc.llama_model_load_from_file(path.encode(), model_params)
+        choice = choose_repack(path, settings)
+        log.info("weight repacking %s: %s", "on" if choice.enabled else "off", choice.reason)
+        params = model_params(settings, repack=choice.enabled)
+        self._model = lc.llama_model_load_from_file(path.encode(), params)
         if not self._model:
             raise ValueError(f"llama.cpp could not load the model file {path!r}")
         self._ctx = None
         try:
-            self._ctx = lc.llama_init_from_model(self._model, self._context_params(settings))
+            self._ctx = lc.llama_init_from_model(self._model, context_params(settings))
             if not self._ctx:
                 raise ValueError("llama.cpp could not create a context for this model")
         except BaseException:
@@ -127,32 +117,7 @@ class LlamaCppModel:
             "eos_token": self._special_text(lc.llama_vocab_eos(self.vocab)),
         }
         if settings.warmup:
-            self._warm_up()
-
-    @staticmethod
-    def _context_params(settings: Settings) -> Any:
-        params = lc.llama_context_default_params()
-        params.n_ctx = settings.ctx_size
-        params.n_batch = settings.batch_size
-        params.n_ubatch = min(settings.ubatch_size, settings.batch_size)
-        params.n_seq_max = settings.n_parallel
-        params.n_threads = settings.n_threads
-        params.n_threads_batch = settings.n_threads_batch
-        # Each slot gets its own n_ctx / n_parallel cells, as llama-server's -np does.
-        params.kv_unified = False
-        # llama.cpp's library default keeps a full-size sliding-window cache; llama-server
-        # (and --swa-full's default) keep only the window. Moving positions (context shift,
-        # chunk reuse) needs the full one, so asking for those keeps it.
-        params.swa_full = settings.swa_full or settings.context_shift or settings.cache_reuse > 0
-        params.flash_attn_type = {
-            None: lc.LLAMA_FLASH_ATTN_TYPE_AUTO,
-            True: lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-            False: lc.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-        }[settings.flash_attn]
-        params.type_k = CACHE_TYPES[settings.cache_type_k]
-        params.type_v = CACHE_TYPES[settings.cache_type_v]
-        params.no_perf = True
-        return params
+            self._warm_up(settings)
 
     def _choose_builtin_template(self, settings: Settings) -> str:
         """The template ``llama_chat_apply_template`` renders when --jinja is off."""
@@ -173,11 +138,24 @@ class LlamaCppModel:
         )
         return name
 
-    def _warm_up(self) -> None:
-        """Run one token through the model so the first request pays no first-use costs."""
-        batch = DecodeBatch(1)
-        bos = lc.llama_vocab_bos(self.vocab)
-        batch.add([bos if bos >= 0 else 0], 0, 0, logits_last=True)
+    def _warm_up(self, settings: Settings) -> None:
+        """Decode one real multi-token batch over two sequences, the path every prompt
+        takes, so first-use costs and native crashes (a CPU kernel that faults) happen
+        at start-up rather than on a user's first request."""
+        text = "The quick brown fox jumps over the lazy dog. " * 8
+        tokens = self.tokenize(text, add_special=True, parse_special=False)
+        room = min(WARMUP_TOKENS, settings.batch_size)
+        second_sequence = self.n_slots > 1 and room > 2
+        tokens = tokens[: room - second_sequence]
+        batch = DecodeBatch(room)
+        batch.add(tokens, 0, 0, logits_last=True)
+        if second_sequence:
+            batch.add(tokens[:1], 0, 1, logits_last=True)
+        log.info(
+            "warming up with a batch of %d tokens (a native crash here is llama.cpp's: "
+            "try --no-repack)",
+            batch.n_tokens,
+        )
         self.decode(batch)
         lc.llama_memory_clear(self._memory, True)
 
@@ -339,6 +317,17 @@ class LlamaCppModel:
         if self._model:
             lc.llama_model_free(self._model)
             self._model = None
+
+
+def choose_repack(path: str, settings: Settings) -> repack.RepackChoice:
+    """--repack as given, else on unless this AMX CPU crashes with it (probed once)."""
+    return repack.decide_repack(
+        settings.repack,
+        repack.read_cpuinfo(),
+        probe=lambda: repack.probe_in_child(repack.probe_command(path, settings.n_threads)),
+        verdicts=repack.VerdictStore.default(),
+        llama_version=lc.__version__,
+    )
 
 
 class NativeBatch:
