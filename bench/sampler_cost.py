@@ -12,12 +12,11 @@ import logging
 import statistics
 import time
 
+from llama_box_core.settings import Settings
+from llama_box_core.types import DecodeBatch, SamplingParams
 from llama_box_example_sampler import make_stage
 from llama_box_llamacpp.model import LlamaCppModel
 from llama_box_llamacpp.sampling import BUILTIN_STAGES
-
-from llama_box.core.settings import Settings
-from llama_box.core.types import DecodeBatch, SamplingParams
 
 
 class Identity:

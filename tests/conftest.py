@@ -61,7 +61,7 @@ def start_server(args: list[str], log_path: Path, uds: str | None = None) -> Ser
         server_url, transport = "http://llama-box", httpx.HTTPTransport(uds=uds)
     log_file = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_box", *args],
+        [sys.executable, "-m", "llama_box_server", *args],
         stdout=log_file,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from llama_box.core.hookspecs import hookimpl
-from llama_box.core.settings import Settings
-from llama_box.core.types import ChatMessage, DecodeBatch, DecodeError, SamplingParams
+from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings
+from llama_box_core.types import ChatMessage, DecodeBatch, DecodeError, SamplingParams
 
 N_VOCAB = 100
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from llama_box.core.settings import Settings
-from llama_box.server import cli
+from llama_box_core.settings import Settings
+from llama_box_server import cli
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "llama_box", *args],
+        [sys.executable, "-m", "llama_box_server", *args],
         capture_output=True,
         text=True,
         timeout=60,

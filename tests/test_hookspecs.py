@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_box.core import hookspecs
+from llama_box_core import hookspecs
 
 SPECS = sorted(
     name

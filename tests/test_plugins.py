@@ -11,16 +11,12 @@ import pytest
 from litestar import get
 from litestar.testing import TestClient
 
-from llama_box.core.hookspecs import hookimpl
-from llama_box.core.plugins import (
-    BUILTIN_PLUGINS,
-    create_plugin_manager,
-    describe_plugins,
-    load_plugins,
-)
-from llama_box.core.settings import Settings
-from llama_box.server.app import create_app
-from llama_box.server.cli import build_cli
+from llama_box_core.hookspecs import hookimpl
+from llama_box_core.plugins import describe_plugins
+from llama_box_core.settings import Settings
+from llama_box_server.app import create_app
+from llama_box_server.cli import build_cli
+from llama_box_server.plugins import BUILTIN_PLUGINS, create_plugin_manager, load_plugins
 from tests.fakes import FakeModelPlugin
 
 
@@ -29,7 +25,7 @@ def test_builtins_and_entry_points_load_from_one_explicit_call() -> None:
     assert pm.get_plugins() == set()  # nothing happens on import or creation
     load_plugins(pm, allow=None)
     names = {name for name, _ in pm.list_name_plugin()}
-    assert set(BUILTIN_PLUGINS) <= names
+    assert {m.__name__ for m in BUILTIN_PLUGINS} <= names
     assert {"llamacpp", "cpu"} <= names
 
 
@@ -53,7 +49,7 @@ def test_misspelled_hook_fails_loudly() -> None:
 
 def test_trace_switch_logs_hook_calls(caplog: pytest.LogCaptureFixture) -> None:
     pm = load_plugins(create_plugin_manager(), allow=["cpu"], trace=True)
-    with caplog.at_level(logging.DEBUG, logger="llama_box.core.plugins"):
+    with caplog.at_level(logging.DEBUG, logger="llama_box_core.plugins"):
         pm.hook.llama_box_backend(settings=Settings())
     assert "llama_box_backend" in caplog.text
 
@@ -165,7 +161,7 @@ def test_jinja_chat_template_renders_in_a_sandbox(tmp_path) -> None:
     assert chat["usage"]["prompt_tokens"] == tokens["tokens_evaluated"]
 
     template.write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
-    from llama_box.core.chat_template import read_template_file
+    from llama_box_server.chat_template import read_template_file
 
     read_template_file.cache_clear()
     with TestClient(create_app(settings, pm)) as client:
@@ -184,7 +180,7 @@ class StagePlugin:
 
 
 def test_sampler_stages_hook_registers_named_stages() -> None:
-    from llama_box.core.engine.scheduler import collect_sampler_stages
+    from llama_box_core.engine.scheduler import collect_sampler_stages
 
     pm = load_plugins(create_plugin_manager(), allow=["llamacpp", "example_sampler"])
     pm.register(StagePlugin())

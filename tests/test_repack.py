@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_box.core.settings import Settings
-from llama_box.server import cli
+from llama_box_core.settings import Settings
+from llama_box_server import cli
 
 lc = pytest.importorskip("llama_cpp")
 

@@ -16,15 +16,15 @@ import pytest
 from litestar import get
 from litestar.testing import TestClient
 
-from llama_box.core.engine import Engine
-from llama_box.core.hookspecs import hookimpl
-from llama_box.core.plugins import create_plugin_manager, load_plugins
-from llama_box.core.settings import Settings
-from llama_box.server import cli
-from llama_box.server.app import create_app
-from llama_box.server.errors import ApiError
-from llama_box.server.middleware import TokenPacingMiddleware
-from llama_box.server.routes.metrics import COUNTERS, GAUGES
+from llama_box_core.engine import Engine
+from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings
+from llama_box_server import cli
+from llama_box_server.app import create_app
+from llama_box_server.errors import ApiError
+from llama_box_server.middleware import TokenPacingMiddleware
+from llama_box_server.plugins import create_plugin_manager, load_plugins
+from llama_box_server.routes.metrics import COUNTERS, GAUGES
 from tests.fakes import FakeModelPlugin
 
 UNAUTHORIZED = {

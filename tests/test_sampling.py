@@ -10,7 +10,7 @@ import math
 import httpx
 import pytest
 
-from llama_box.core.sampling import cli_logit_bias, sampler_names
+from llama_box_core.sampling import cli_logit_bias, sampler_names
 from tests.conftest import Server
 
 pytestmark = pytest.mark.slow

@@ -9,16 +9,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from llama_box.core.engine import (
+from llama_box_core.engine import (
     Engine,
     ErrorEvent,
     FinishEvent,
     GenerationRequest,
     TokenEvent,
 )
-from llama_box.core.plugins import create_plugin_manager
-from llama_box.core.settings import Settings
-from llama_box.core.types import SamplingParams
+from llama_box_core.plugins import create_plugin_manager
+from llama_box_core.settings import Settings
+from llama_box_core.types import SamplingParams
 from tests.fakes import FakeModel, FakeModelPlugin, FakeSampler
 
 

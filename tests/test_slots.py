@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 
-from llama_box.core.plugins import create_plugin_manager, load_plugins
-from llama_box.core.settings import Settings
-from llama_box.server.app import create_app
+from llama_box_core.settings import Settings
+from llama_box_server.app import create_app
+from llama_box_server.plugins import create_plugin_manager, load_plugins
 from tests.conftest import Server, start_server
 from tests.fakes import FakeModelPlugin
 

@@ -1,4 +1,4 @@
-from llama_box.core.engine.text import TextAssembler
+from llama_box_core.engine.text import TextAssembler
 
 
 def feed_all(assembler: TextAssembler, pieces: list[bytes]) -> tuple[list[str], str | None]:

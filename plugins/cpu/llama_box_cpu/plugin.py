@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import platform
 
-from llama_box.core.hookspecs import hookimpl
-from llama_box.core.settings import Settings, available_cpus
-from llama_box.core.types import Backend
+from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings, available_cpus
+from llama_box_core.types import Backend
 
 
 def processor_name() -> str:

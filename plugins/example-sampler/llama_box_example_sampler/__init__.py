@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from llama_box.core.hookspecs import hookimpl
-from llama_box.core.types import Candidates, SamplingParams, StageFactory, TextModel
+from llama_box_core.hookspecs import hookimpl
+from llama_box_core.types import Candidates, SamplingParams, StageFactory, TextModel
 
 WINDOW = 8
 

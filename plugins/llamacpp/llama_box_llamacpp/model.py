@@ -11,8 +11,8 @@ from typing import Any
 
 import llama_cpp as lc
 
-from llama_box.core.settings import Settings
-from llama_box.core.types import (
+from llama_box_core.settings import Settings
+from llama_box_core.types import (
     ChatMessage,
     DecodeBatch,
     DecodeError,

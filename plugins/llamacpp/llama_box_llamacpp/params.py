@@ -12,7 +12,7 @@ from typing import Any
 
 import llama_cpp as lc
 
-from llama_box.core.settings import Settings
+from llama_box_core.settings import Settings
 
 CACHE_TYPES = {
     "f32": lc.GGML_TYPE_F32,

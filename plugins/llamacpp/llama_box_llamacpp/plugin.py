@@ -7,9 +7,9 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from llama_box.core.hookspecs import hookimpl
-from llama_box.core.settings import Settings
-from llama_box.core.types import ChatMessage, DecodeBatch, SamplingParams, StageFactory
+from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings
+from llama_box_core.types import ChatMessage, DecodeBatch, SamplingParams, StageFactory
 
 if TYPE_CHECKING:
     from llama_box_llamacpp.model import LlamaCppModel

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from llama_box.core.settings import Settings
+from llama_box_core.settings import Settings
 
 
 def main(argv: list[str]) -> int:

@@ -16,7 +16,7 @@ import llama_cpp as lc
 import numpy as np
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-from llama_box.core.types import (
+from llama_box_core.types import (
     TOKEN_DATA,
     Candidates,
     ProbabilityEntry,

@@ -1,0 +1,102 @@
+"""What a request asks of the engine, and what the engine sends back."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llama_box_core.types import Sampler, SamplingParams, TokenProbabilities
+
+FinishReason = Literal["stop", "length"]
+StopType = Literal["eos", "limit", "word"]
+_request_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class Timings:
+    """Wall-clock milestones of one request, in ``time.perf_counter`` seconds."""
+
+    queued: float = 0.0
+    prompt_start: float = 0.0
+    prompt_end: float = 0.0
+    last_token: float = 0.0
+
+    def summary(self, n_prompt: int, n_predicted: int) -> dict[str, float]:
+        """The llama.cpp ``timings`` object (milliseconds and tokens per second)."""
+        prompt_ms = (self.prompt_end - self.prompt_start) * 1000.0
+        predicted_ms = (self.last_token - self.prompt_end) * 1000.0 if n_predicted else 0.0
+        return {
+            "prompt_n": n_prompt,
+            "prompt_ms": prompt_ms,
+            "prompt_per_token_ms": prompt_ms / n_prompt if n_prompt else 0.0,
+            "prompt_per_second": n_prompt * 1000.0 / prompt_ms if prompt_ms > 0 else 0.0,
+            "predicted_n": n_predicted,
+            "predicted_ms": predicted_ms,
+            "predicted_per_token_ms": predicted_ms / n_predicted if n_predicted else 0.0,
+            "predicted_per_second": (
+                n_predicted * 1000.0 / predicted_ms if predicted_ms > 0 else 0.0
+            ),
+        }
+
+
+@dataclass(slots=True)
+class TokenEvent:
+    """Text that became final with this token (may be empty while a stop string might
+    still be forming, or a UTF-8 character is incomplete)."""
+
+    text: str
+    token: int
+    probabilities: TokenProbabilities | None = None
+
+
+@dataclass(slots=True)
+class FinishEvent:
+    reason: FinishReason
+    stop_type: StopType
+    stopping_word: str
+    text: str
+    """Text released only now (held back while it could have begun a stop string)."""
+    n_prompt: int
+    n_predicted: int
+    timings: Timings
+    slot_id: int
+    n_cached: int = 0
+    """Prompt tokens reused from the slot's cache instead of evaluated."""
+    truncated: bool = False
+    """The context was shifted (or the prompt cut) to make room."""
+
+
+@dataclass(slots=True)
+class ErrorEvent:
+    status: int
+    message: str
+
+
+Event = TokenEvent | FinishEvent | ErrorEvent
+
+
+@dataclass(slots=True, eq=False)
+class GenerationRequest:
+    """One generation: a tokenized prompt and how to continue it.
+
+    The engine owns it from ``submit`` until it puts a ``FinishEvent`` or ``ErrorEvent``
+    on ``events``; setting ``cancelled`` asks the engine to drop it at its next step.
+    """
+
+    prompt: list[int]
+    params: SamplingParams
+    sampler: Sampler
+    """Made by ``Engine.create_sampler``; the engine closes it when the request ends."""
+    n_predict: int
+    """Tokens to generate at most; -1 is until the slot's context is full."""
+    stop: list[str] = field(default_factory=list)
+    cache_prompt: bool = True
+    n_keep: int = 0
+    """Prompt tokens a context shift keeps (-1: the whole prompt)."""
+    events: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    loop: asyncio.AbstractEventLoop | None = None
+    cancelled: bool = False
+    id: int = field(default_factory=lambda: next(_request_ids))
+    timings: Timings = field(default_factory=Timings)

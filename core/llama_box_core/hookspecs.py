@@ -1,0 +1,147 @@
+"""The hooks of llama-box: the contract that built-in and third-party plugins implement.
+
+Plugins are modules or objects with functions marked ``@hookimpl`` and named like the
+specs below; they are found through the ``llama_box`` entry-point group (see
+``llama_box_core.plugins``). Every hook is called with keyword arguments, and an
+implementation may accept any subset of the spec's parameters.
+
+Conventions:
+- "Who handles this?" hooks are ``firstresult``: the first implementation that returns
+  something other than ``None`` answers, the rest are not called. An implementation that
+  does not own the model it is given returns ``None``.
+- Registration hooks take a ``register`` callback, so the core validates and de-duplicates
+  what plugins contribute, and built-in features go through the same path.
+
+The phases, in the order a server meets them: registration (CLI options, backends,
+routes, sampler stages), model loading, text (templates, tokens), and the per-step
+generation hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from llama_box_core.settings import Settings
+    from llama_box_core.types import (
+        Backend,
+        ChatMessage,
+        DecodeBatch,
+        Sampler,
+        SamplingParams,
+        StageFactory,
+        TextModel,
+    )
+
+PROJECT = "llama_box"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --- registration ------------------------------------------------------------------------
+
+
+@hookspec
+def llama_box_backend(settings: Settings) -> Backend | None:
+    """Describe the compute backend this plugin provides, if its hardware is present.
+
+    Return ``None`` (and log why at debug level) when the hardware or its libraries are
+    absent; every available backend is listed by ``--list-devices`` and ``--system-info``.
+    """
+
+
+@hookspec
+def llama_box_sampler_stages(register: Callable[[str, StageFactory], None]) -> None:
+    """Offer sampler stages that requests can name in ``samplers`` (and ``--samplers``).
+
+    Call ``register(name, factory)`` per stage. For each request that names the stage,
+    ``factory(params, model)`` makes it: a ``SamplerStage`` (Python: ``apply(candidates)``
+    edits a zero-copy numpy view of the candidates, optional ``accept(token)`` sees the
+    pick), or an object native to the model plugin. The stage runs at its place in the
+    chain, once per generated token. Names are unique: a second registration of a name
+    fails start-up. The built-in stages (``top_k``, ``temperature``...) register here too.
+    """
+
+
+# --- model loading -----------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def llama_box_load_model(path: str, settings: Settings) -> TextModel | None:
+    """Load the model file at ``path`` if this plugin can; return ``None`` to pass.
+
+    Called once, in the scheduler thread, before the server reports healthy. The returned
+    model is handed back to the text and generation hooks below. Raise ``ValueError`` with
+    a reason for a file this plugin owns but cannot load.
+    """
+
+
+# --- text ------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def llama_box_apply_chat_template(
+    model: TextModel, messages: Sequence[ChatMessage], settings: Settings
+) -> str | None:
+    """Render chat messages into the prompt text, ending with the assistant's turn.
+
+    Return ``None`` to let the next implementation render. Raise ``ValueError`` for
+    messages the template refuses (the client gets a 400 with the reason).
+    """
+
+
+@hookspec(firstresult=True)
+def llama_box_tokenize(
+    model: TextModel, text: str, add_special: bool, parse_special: bool
+) -> list[int] | None:
+    """Turn text into token ids (``add_special`` adds BOS/EOS as the model wants;
+    ``parse_special`` reads special-token text such as ``<start_of_turn>`` as one token)."""
+
+
+@hookspec(firstresult=True)
+def llama_box_detokenize(model: TextModel, tokens: Sequence[int]) -> str | None:
+    """Turn token ids back into text; ids outside the vocabulary raise ``ValueError``."""
+
+
+@hookspec(firstresult=True)
+def llama_box_token_to_piece(model: TextModel, token: int, special: bool) -> bytes | None:
+    """The bytes of one token, as streamed (may be part of a UTF-8 character)."""
+
+
+# --- generation, once per scheduler step ------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def llama_box_decode(model: TextModel, batch: DecodeBatch) -> bool | None:
+    """Run the model over one batch holding the tokens of every active slot.
+
+    Return ``True`` once decoded; raise ``DecodeError`` if the batch cannot be decoded.
+    Called from the scheduler thread only; a ``wrapper=True`` implementation sees every
+    step (timing, tracing).
+    """
+
+
+@hookspec(firstresult=True)
+def llama_box_create_sampler(
+    model: TextModel,
+    params: SamplingParams,
+    stages: Mapping[str, StageFactory],
+    prompt: Sequence[int],
+) -> Sampler | None:
+    """Build the sampler chain for one request from ``params.samplers``, looking the stage
+    names up in ``stages`` (every registered stage); the chain learns the ``prompt`` tokens
+    (penalties count repeats of the prompt too). Called before the request is queued,
+    off the event loop; raise ``ValueError`` for settings the model cannot honour (an
+    invalid grammar or schema: the client gets a 400 with the reason). The core calls the
+    sampler's ``close()`` when the request ends."""
+
+
+@hookspec(firstresult=True)
+def llama_box_sample(model: TextModel, sampler: Sampler, batch_index: int) -> int | None:
+    """Pick the next token from the logits at ``batch_index`` of the last decoded batch,
+    and let the sampler remember it (penalties, grammars). When the request asked for
+    ``n_probs``, also set ``sampler.last_probabilities``."""

@@ -1,3 +1,0 @@
-from llama_box.server.cli import main
-
-main()

@@ -1,0 +1,3 @@
+from llama_box_server.cli import main
+
+main()

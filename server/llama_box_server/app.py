@@ -1,0 +1,101 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import pluggy
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.openapi import OpenAPIConfig
+
+from llama_box_core.engine import Engine
+from llama_box_core.settings import Settings
+from llama_box_server import __version__
+from llama_box_server.errors import handle_exception
+from llama_box_server.middleware import (
+    REQUEST_ID_HEADER,
+    ApiKeyMiddleware,
+    RequestIdMiddleware,
+    TokenPacingMiddleware,
+    load_api_keys,
+)
+from llama_box_server.routes.metrics import create_registry
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    pm: pluggy.PluginManager,
+    *,
+    on_load_failure: Callable[[BaseException], None] | None = None,
+) -> Litestar:
+    """Build the app from the routes plugins register; its lifespan owns the engine.
+
+    The server answers (``/health`` with 503) while the model loads in the scheduler
+    thread; ``on_load_failure`` is called if loading fails (the CLI stops the server).
+    """
+    engine = Engine(pm, settings)
+    handlers: list[BaseRouteHandler] = []
+    pm.hook.llama_box_routes(register=handlers.append, settings=settings)
+
+    @asynccontextmanager
+    async def run_engine(_app: Litestar) -> AsyncIterator[None]:
+        if settings.threads_http > 0:
+            # Tokenizing and other native calls off the event loop run in this pool.
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(settings.threads_http, thread_name_prefix="llama-box-http")
+            )
+        engine.start()
+        watcher = asyncio.ensure_future(_report_load_failure(engine, on_load_failure))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await asyncio.to_thread(engine.stop)
+
+    middleware: list[ASGIMiddleware] = []
+    api_keys = load_api_keys(settings)
+    if api_keys:
+        log.info("API key authentication is on (%d keys)", len(api_keys))
+        middleware.append(ApiKeyMiddleware(api_keys))
+    if settings.tokens_per_second:
+        middleware.append(TokenPacingMiddleware(engine))
+    metrics_registry = create_registry(engine)
+
+    app = Litestar(
+        route_handlers=handlers,
+        dependencies={
+            "engine": Provide(lambda: engine, sync_to_thread=False),
+            "metrics_registry": Provide(lambda: metrics_registry, sync_to_thread=False),
+        },
+        exception_handlers={Exception: handle_exception},
+        middleware=middleware,
+        # Any origin, method and header, as llama-server allows, so browsers may call the API.
+        cors_config=CORSConfig(expose_headers=[REQUEST_ID_HEADER]),
+        lifespan=[run_engine],
+        openapi_config=OpenAPIConfig(title="llama-box", version=__version__),
+        logging_config=None,
+        debug=False,
+    )
+    # Outermost, around CORS and routing too, so every response (404s and preflights
+    # included) carries the id and every log line of the request shows it.
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    app.state.engine = engine
+    return app
+
+
+async def _report_load_failure(
+    engine: Engine, on_load_failure: Callable[[BaseException], None] | None
+) -> None:
+    await asyncio.to_thread(engine.wait_until_settled)
+    if engine.load_error is not None and on_load_failure is not None:
+        on_load_failure(engine.load_error)

@@ -1,0 +1,59 @@
+"""Jinja chat templates (``--jinja``), rendered in a sandbox as llama.cpp's minja does."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import datetime
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings
+from llama_box_core.types import ChatMessage, TextModel
+
+
+def _raise_exception(message: str) -> None:
+    raise ValueError(message)
+
+
+@functools.lru_cache(maxsize=4)
+def compile_template(source: str) -> jinja2.Template:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(source)
+
+
+@functools.lru_cache(maxsize=4)
+def read_template_file(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
+def jinja_source(model: TextModel, settings: Settings) -> str | None:
+    if settings.chat_template_file:
+        return read_template_file(settings.chat_template_file)
+    return model.chat_template
+
+
+@hookimpl(tryfirst=True)
+def llama_box_apply_chat_template(
+    model: TextModel, messages: Sequence[ChatMessage], settings: Settings
+) -> str | None:
+    if not settings.jinja:
+        return None
+    source = jinja_source(model, settings)
+    if source is None:
+        raise ValueError(
+            "--jinja is set but the model has no chat template; pass one with --chat-template-file"
+        )
+    try:
+        return compile_template(source).render(
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True,
+            **model.special_tokens,
+        )
+    except jinja2.TemplateError as error:
+        raise ValueError(f"the chat template failed: {error}") from error

@@ -1,0 +1,456 @@
+"""What the completion endpoints share: sampling fields, prompt checks, running one or
+several generations (streamed or collected), and SSE framing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from litestar import Request
+from litestar.response import Stream
+from msgspec import Meta
+
+from llama_box_core.engine import (
+    Engine,
+    ErrorEvent,
+    Event,
+    FinishEvent,
+    GenerationRequest,
+    TokenEvent,
+)
+from llama_box_core.sampling import sampler_names
+from llama_box_core.types import SamplingParams, TokenProbabilities
+from llama_box_server.errors import ApiError, error_payload
+
+Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+NonNegative = Annotated[int, Meta(ge=0)]
+MAX_PROBS = 100
+
+# A prompt as llama.cpp's /completion takes it: text, token ids, or both mixed.
+PromptPart = int | str
+Prompt = str | list[PromptPart | list[PromptPart]]
+
+SSE_DONE = b"data: [DONE]\n\n"
+T = TypeVar("T")
+_encoder = msgspec.json.Encoder()
+
+
+class EventStream(Stream):
+    """A server-sent event stream. Litestar hands a handler's default media type (JSON,
+    for handlers that may also answer JSON) to the response, overriding its own; an event
+    stream keeps ``text/event-stream``."""
+
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        super().__init__(events, media_type="text/event-stream")
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["media_type"] = self.media_type
+        return super().to_asgi_response(*args, **kwargs)
+
+
+def sse(payload: object) -> bytes:
+    """One server-sent event, framed as llama-server and OpenAI frame it."""
+    return b"data: " + _encoder.encode(payload) + b"\n\n"
+
+
+LogitBias = list[list[int | float | str | bool]] | dict[str, float | bool]
+
+# Request fields that map one to one onto SamplingParams.
+_PLAIN_FIELDS = (
+    "temperature", "dynatemp_range", "dynatemp_exponent", "top_k", "top_p", "min_p",
+    "typical_p", "top_n_sigma", "xtc_probability", "xtc_threshold", "min_keep", "seed",
+    "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty",
+    "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "mirostat",
+    "mirostat_tau", "mirostat_eta", "grammar",
+)  # fmt: skip
+
+
+class JsonSchemaFormat(msgspec.Struct, kw_only=True):
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ResponseFormat(msgspec.Struct, kw_only=True):
+    """OpenAI's ``response_format`` (llama-server also takes ``schema`` directly)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaFormat | None = None
+
+
+class SamplingFields(msgspec.Struct, kw_only=True):
+    """Request fields shared by every completion endpoint; ``None`` takes the CLI default.
+    Unknown fields are ignored, so clients may send newer OpenAI fields."""
+
+    temperature: Annotated[float, Meta(ge=0.0)] | None = None
+    dynatemp_range: Annotated[float, Meta(ge=0.0)] | None = None
+    dynatemp_exponent: float | None = None
+    top_k: NonNegative | None = None
+    top_p: Probability | None = None
+    min_p: Probability | None = None
+    typical_p: Probability | None = None
+    top_n_sigma: float | None = None
+    xtc_probability: Probability | None = None
+    xtc_threshold: Probability | None = None
+    min_keep: NonNegative | None = None
+    seed: int | None = None
+    repeat_penalty: Annotated[float, Meta(ge=0.0)] | None = None
+    repeat_last_n: Annotated[int, Meta(ge=-1)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    dry_multiplier: Annotated[float, Meta(ge=0.0)] | None = None
+    dry_base: Annotated[float, Meta(ge=1.0)] | None = None
+    dry_allowed_length: NonNegative | None = None
+    dry_penalty_last_n: Annotated[int, Meta(ge=-1)] | None = None
+    dry_sequence_breakers: list[str] | None = None
+    mirostat: Annotated[int, Meta(ge=0, le=2)] | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    logit_bias: LogitBias | None = None
+    samplers: list[str] | str | None = None
+    grammar: str | None = None
+    json_schema: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    n_probs: Annotated[int, Meta(ge=0, le=MAX_PROBS)] | None = None
+    post_sampling_probs: bool = False
+    stop: str | list[str] | None = None
+    ignore_eos: bool = False
+    cache_prompt: bool = True
+    n_keep: Annotated[int, Meta(ge=-1)] | None = None
+
+    async def resolve(self, engine: Engine, n_probs: int | None = None) -> SamplingParams:
+        """The request's sampling: its fields over the CLI defaults, with token strings
+        tokenized and a response format turned into a JSON schema."""
+        changes: dict[str, Any] = {
+            name: value for name in _PLAIN_FIELDS if (value := getattr(self, name)) is not None
+        }
+        if self.dry_sequence_breakers is not None:
+            changes["dry_sequence_breakers"] = tuple(self.dry_sequence_breakers)
+        if self.samplers is not None:
+            changes["samplers"] = sampler_names(self.samplers)
+        if self.logit_bias is not None:
+            changes["logit_bias"] = await self._logit_bias(engine)
+        schema = self._schema()
+        if schema is not None:
+            changes["json_schema"] = msgspec.json.encode(schema).decode()
+            changes["grammar"] = None
+        probs = self.n_probs if n_probs is None else n_probs
+        if probs:
+            changes["n_probs"] = probs
+            changes["post_sampling_probs"] = self.post_sampling_probs
+        changes["ignore_eos"] = self.ignore_eos
+        return msgspec.structs.replace(engine.default_sampling, **changes)
+
+    def _schema(self) -> dict[str, Any] | None:
+        if self.json_schema is not None:
+            return self.json_schema
+        fmt = self.response_format
+        if fmt is None or fmt.type == "text":
+            return None
+        if fmt.json_schema is not None and fmt.json_schema.schema is not None:
+            return fmt.json_schema.schema
+        if fmt.schema is not None:
+            return fmt.schema
+        if fmt.type == "json_schema":
+            raise ApiError(400, "response_format json_schema needs a schema")
+        return {"type": "object"}
+
+    async def _logit_bias(self, engine: Engine) -> tuple[tuple[int, float], ...]:
+        """llama.cpp's ``[[token or text, bias or false], ...]`` or OpenAI's
+        ``{"token id": bias}``; text biases every token of it, false bans."""
+        entries: list[tuple[int | str, float | bool]] = []
+        if isinstance(self.logit_bias, dict):
+            for key, bias in self.logit_bias.items():
+                if not key.lstrip("-").isdigit():
+                    raise ApiError(400, f"logit_bias key {key!r} is not a token id")
+                entries.append((int(key), bias))
+        else:
+            for entry in self.logit_bias or []:
+                if len(entry) != 2 or isinstance(entry[0], bool | float):
+                    raise ApiError(400, "logit_bias entries are [token id or text, bias]")
+                entries.append((entry[0], entry[1]))  # type: ignore[arg-type]
+        resolved: list[tuple[int, float]] = []
+        for target, bias in entries:
+            if isinstance(bias, str):
+                raise ApiError(400, "a logit_bias bias is a number or false")
+            value = -math.inf if bias is False else float(bias)
+            tokens = (
+                await engine.tokenize(target, add_special=False, parse_special=False)
+                if isinstance(target, str)
+                else [target]
+            )
+            resolved += [(token, value) for token in tokens]
+        return tuple(resolved)
+
+    def stop_words(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+def pick(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+class StreamOptions(msgspec.Struct, kw_only=True):
+    include_usage: bool = False
+
+
+class PromptTokensDetails(msgspec.Struct, kw_only=True):
+    cached_tokens: int
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """OpenAI's usage, with llama-box's speed figures beside it."""
+
+    prompt_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_per_second: float
+    time_to_first_token_ms: float
+    time_per_output_token_ms: float
+    tokens_per_second: float
+
+
+def usage_of(finishes: Sequence[FinishEvent]) -> Usage:
+    prompt = sum(f.n_prompt for f in finishes)
+    completion = sum(f.n_predicted for f in finishes)
+    first = finishes[0]
+    timings = first.timings.summary(first.n_prompt, first.n_predicted)
+    time_to_first_token = (first.timings.prompt_end - first.timings.queued) * 1000.0
+    return Usage(
+        prompt_tokens=prompt,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=sum(f.n_cached for f in finishes)),
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_per_second=timings["prompt_per_second"],
+        time_to_first_token_ms=time_to_first_token,
+        time_per_output_token_ms=timings["predicted_per_token_ms"],
+        tokens_per_second=timings["predicted_per_second"],
+    )
+
+
+# --- prompts ---------------------------------------------------------------------------
+
+
+def split_prompts(prompt: Prompt) -> list[str | list[PromptPart]]:
+    """llama.cpp's rule: a string, or one list of token ids (mixed with strings), is one
+    prompt; a list of strings or of lists is several."""
+    if isinstance(prompt, str) or not prompt:
+        return [prompt]
+    if any(isinstance(part, int) for part in prompt):
+        if any(isinstance(part, list) for part in prompt):
+            raise ApiError(400, "prompt mixes token ids with nested lists")
+        return [prompt]  # type: ignore[list-item]
+    return list(prompt)  # type: ignore[arg-type]
+
+
+async def tokenize_prompt(engine: Engine, prompt: str | list[PromptPart]) -> list[int]:
+    """Text gets the model's BOS (if it wants one) and special-token parsing; token ids are
+    taken as they are."""
+    parts = [prompt] if isinstance(prompt, str) else prompt
+    tokens: list[int] = []
+    for i, part in enumerate(parts):
+        if isinstance(part, int):
+            tokens.append(part)
+        else:
+            tokens += await engine.tokenize(part, add_special=i == 0, parse_special=True)
+    return tokens
+
+
+def check_prompt(engine: Engine, tokens: list[int], n_keep: int) -> list[int]:
+    """The prompt to run: refused if empty or out of vocabulary; if it does not fit the
+    slot, cut in its middle with --context-shift (as llama-server does), else refused."""
+    model = engine.require_model()
+    if not tokens:
+        raise ApiError(400, "The prompt is empty")
+    bad = next((t for t in tokens if not 0 <= t < model.n_vocab), None)
+    if bad is not None:
+        raise ApiError(400, f"Token id {bad} is outside the vocabulary [0, {model.n_vocab})")
+    n_ctx = model.n_ctx_slot
+    if len(tokens) >= n_ctx and engine.settings.context_shift and model.can_shift:
+        keep = min(len(tokens) if n_keep < 0 else n_keep, n_ctx - 4)
+        block = (n_ctx - keep) // 2
+        erased = (len(tokens) - keep - block) // block * block
+        return tokens[:keep] + tokens[keep + erased :]
+    if len(tokens) >= n_ctx:
+        raise ApiError(
+            400,
+            f"The prompt has {len(tokens)} tokens, which does not fit the slot's context of "
+            f"{model.n_ctx_slot} tokens (-c {model.n_ctx_slot * model.n_slots} "
+            f"shared by -np {model.n_slots} slots)",
+        )
+    return tokens
+
+
+async def build_requests(
+    engine: Engine,
+    prompts: Sequence[str | list[PromptPart]],
+    fields: SamplingFields,
+    n_predict: int | None,
+    n_probs: int | None = None,
+    n_choices: int = 1,
+) -> list[GenerationRequest]:
+    """One generation per prompt and choice (choice ``j`` of prompt ``i`` is at
+    ``i * n_choices + j``); with a fixed seed, choice ``j`` samples with seed + j so the
+    choices differ."""
+    params = await fields.resolve(engine, n_probs)
+    n_keep = pick(fields.n_keep, engine.settings.keep)
+    prompt_tokens = [
+        check_prompt(engine, await tokenize_prompt(engine, prompt), n_keep) for prompt in prompts
+    ]
+    requests: list[GenerationRequest] = []
+    try:
+        for tokens in prompt_tokens:
+            for choice in range(n_choices):
+                if choice and params.seed >= 0:
+                    choice_params = msgspec.structs.replace(params, seed=params.seed + choice)
+                else:
+                    choice_params = params
+                requests.append(
+                    GenerationRequest(
+                        prompt=tokens,
+                        params=choice_params,
+                        sampler=await engine.create_sampler(choice_params, tokens),
+                        n_predict=pick(n_predict, engine.settings.n_predict),
+                        stop=fields.stop_words(),
+                        cache_prompt=fields.cache_prompt,
+                        n_keep=n_keep,
+                    )
+                )
+    except ValueError as error:
+        for request in requests:
+            request.sampler.close()
+        raise ApiError(400, str(error)) from error
+    return requests
+
+
+# --- running generations ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Completed:
+    """The outcome of one collected generation."""
+
+    text: str
+    finish: FinishEvent
+    tokens: list[int] = field(default_factory=list)
+    probabilities: list[TokenProbabilities] = field(default_factory=list)
+
+
+def raise_for(event: ErrorEvent) -> None:
+    raise ApiError(event.status, event.message)
+
+
+async def collect(engine: Engine, request: GenerationRequest) -> Completed:
+    chunks: list[str] = []
+    tokens: list[int] = []
+    probabilities: list[TokenProbabilities] = []
+    async for event in engine.generate(request):
+        if isinstance(event, TokenEvent):
+            chunks.append(event.text)
+            tokens.append(event.token)
+            if event.probabilities is not None:
+                probabilities.append(event.probabilities)
+        elif isinstance(event, FinishEvent):
+            chunks.append(event.text)
+            return Completed("".join(chunks), event, tokens, probabilities)
+        else:
+            raise_for(event)
+    raise ApiError(500, "Generation ended without a result")
+
+
+async def _until_disconnect(http_request: Request) -> None:
+    while (await http_request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(http_request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client leaves first: then cancel it (which cancels its
+    generations and frees their slots) and raise."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnect(http_request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ApiError):
+                await task
+    try:
+        return task.result()
+    except asyncio.CancelledError:  # a cancelled gather raises it without being cancelled()
+        raise ApiError(400, "Client disconnected") from None
+
+
+async def collect_all(
+    engine: Engine, http_request: Request, requests: Sequence[GenerationRequest]
+) -> list[Completed]:
+    return await unless_disconnected(
+        http_request, asyncio.gather(*(collect(engine, r) for r in requests))
+    )
+
+
+async def merged_events(
+    engine: Engine, requests: Sequence[GenerationRequest]
+) -> AsyncIterator[tuple[int, Event]]:
+    """The events of several generations as they come, each with its prompt's index."""
+    if len(requests) == 1:
+        async for event in engine.generate(requests[0]):
+            yield 0, event
+        return
+    queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+
+    async def pump(index: int, request: GenerationRequest) -> None:
+        async for event in engine.generate(request):
+            await queue.put((index, event))
+
+    tasks = [asyncio.ensure_future(pump(i, r)) for i, r in enumerate(requests)]
+    try:
+        remaining = len(requests)
+        while remaining:
+            index, event = await queue.get()
+            remaining -= not isinstance(event, TokenEvent)
+            yield index, event
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def start_stream(
+    engine: Engine, http_request: Request, requests: Sequence[GenerationRequest]
+) -> AsyncIterator[tuple[int, Event]]:
+    """Wait for the first event before answering, so an error that comes before any token
+    (a busy server) still gets its HTTP status instead of a 200 stream."""
+    events = merged_events(engine, requests)
+    try:
+        first = await unless_disconnected(http_request, anext(events))
+    except BaseException:
+        await events.aclose()
+        raise
+    if isinstance(first[1], ErrorEvent):
+        await events.aclose()
+        raise_for(first[1])
+
+    async def replay() -> AsyncIterator[tuple[int, Event]]:
+        try:
+            yield first
+            async for item in events:
+                yield item
+        finally:
+            await events.aclose()
+
+    return replay()
+
+
+def sse_error(event: ErrorEvent) -> bytes:
+    return sse(error_payload(ApiError(event.status, event.message)))

@@ -1,0 +1,200 @@
+"""POST /v1/chat/completions: messages through the chat template, then a completion."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from msgspec import Meta
+
+from llama_box_core.engine import Engine, ErrorEvent, FinishEvent, TokenEvent
+from llama_box_core.hookspecs import hookimpl
+from llama_box_core.types import ChatMessage
+from llama_box_server import probabilities
+from llama_box_server.errors import ApiError
+from llama_box_server.generation import (
+    MAX_PROBS,
+    SSE_DONE,
+    EventStream,
+    SamplingFields,
+    StreamOptions,
+    Usage,
+    build_requests,
+    collect_all,
+    sse,
+    sse_error,
+    start_stream,
+    usage_of,
+)
+
+
+class ContentPart(msgspec.Struct, kw_only=True):
+    type: str
+    text: str | None = None
+
+
+class MessageIn(msgspec.Struct, kw_only=True):
+    role: Annotated[str, Meta(min_length=1)]
+    content: str | list[ContentPart] | None = None
+
+
+class ChatCompletionRequest(SamplingFields, kw_only=True):
+    messages: Annotated[list[MessageIn], Meta(min_length=1)]
+    model: str | None = None
+    max_tokens: Annotated[int, Meta(ge=0)] | None = None
+    max_completion_tokens: Annotated[int, Meta(ge=0)] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: Annotated[int, Meta(ge=1)] = 1
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Meta(ge=0, le=MAX_PROBS)] | None = None
+
+
+class MessageOut(msgspec.Struct, kw_only=True):
+    role: str
+    content: str
+
+
+class Choice(msgspec.Struct, kw_only=True):
+    index: int
+    message: MessageOut
+    logprobs: probabilities.ChatLogprobs | None = None
+    finish_reason: str
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    system_fingerprint: str | None = None
+
+
+class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+
+
+class ChunkChoice(msgspec.Struct, kw_only=True):
+    index: int
+    delta: Delta
+    logprobs: probabilities.ChatLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(msgspec.Struct, kw_only=True):
+    id: str
+    object: str = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+def flatten(message: MessageIn) -> ChatMessage:
+    """Text content parts joined; other kinds need a multimodal projector (--mmproj)."""
+    content = message.content
+    if content is None:
+        return ChatMessage(role=message.role, content="")
+    if isinstance(content, str):
+        return ChatMessage(role=message.role, content=content)
+    texts = []
+    for part in content:
+        if part.type != "text" or part.text is None:
+            raise ApiError(400, f"Content of type {part.type!r} is not supported by this model")
+        texts.append(part.text)
+    return ChatMessage(role=message.role, content="\n".join(texts))
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(
+    data: JSONBody[ChatCompletionRequest], engine: NamedDependency[Engine], request: Request
+) -> ChatCompletion | EventStream:
+    try:
+        prompt = await engine.apply_chat_template([flatten(m) for m in data.messages])
+    except ValueError as error:
+        raise ApiError(400, str(error)) from error
+    max_tokens = data.max_completion_tokens if data.max_tokens is None else data.max_tokens
+    top_n = (data.top_logprobs or 0) if data.logprobs else None
+    requests = await build_requests(
+        engine,
+        [prompt],
+        data,
+        max_tokens,
+        n_probs=None if top_n is None else max(1, top_n),
+        n_choices=data.n,
+    )
+    header = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "created": int(time.time()),
+        "model": data.model or engine.settings.model_name,
+    }
+    if data.stream:
+        events = await start_stream(engine, request, requests)
+        include_usage = data.stream_options is not None and data.stream_options.include_usage
+        return EventStream(chat_stream(header, events, include_usage, top_n, data.n))
+    done = await collect_all(engine, request, requests)
+    choices = [
+        Choice(
+            index=i,
+            message=MessageOut(role="assistant", content=d.text),
+            finish_reason=d.finish.reason,
+            logprobs=None if top_n is None else probabilities.chat(d.probabilities, top_n),
+        )
+        for i, d in enumerate(done)
+    ]
+    return ChatCompletion(**header, choices=choices, usage=usage_of([d.finish for d in done]))
+
+
+async def chat_stream(
+    header: dict[str, Any],
+    events: AsyncIterator[tuple[int, Any]],
+    include_usage: bool,
+    top_n: int | None,
+    n_choices: int,
+) -> AsyncIterator[bytes]:
+    def chunk(
+        index: int,
+        delta: Delta,
+        finish_reason: str | None = None,
+        logprobs: probabilities.ChatLogprobs | None = None,
+    ) -> bytes:
+        choice = ChunkChoice(
+            index=index, delta=delta, finish_reason=finish_reason, logprobs=logprobs
+        )
+        return sse(ChatCompletionChunk(**header, choices=[choice]))
+
+    for index in range(n_choices):
+        yield chunk(index, Delta(role="assistant", content=""))
+    finishes: list[FinishEvent] = []
+    async for index, event in events:
+        if isinstance(event, TokenEvent):
+            probs = event.probabilities
+            if event.text or probs:
+                logprobs = probabilities.chat([probs], top_n or 0) if probs else None
+                yield chunk(index, Delta(content=event.text), logprobs=logprobs)
+        elif isinstance(event, FinishEvent):
+            finishes.append(event)
+            if event.text:
+                yield chunk(index, Delta(content=event.text))
+            yield chunk(index, Delta(), event.reason)
+        elif isinstance(event, ErrorEvent):
+            yield sse_error(event)
+            return
+    if include_usage and finishes:
+        yield sse(ChatCompletionChunk(**header, choices=[], usage=usage_of(finishes)))
+    yield SSE_DONE
+
+
+@hookimpl
+def llama_box_routes(register: Callable[..., None]) -> None:
+    register(chat_completions)

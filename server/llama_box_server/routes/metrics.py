@@ -1,0 +1,165 @@
+"""GET /metrics (with ``--metrics``): Prometheus text format, under the ``llamabox:`` names
+of LLaMA Box and the ``llamacpp:`` names of llama-server, read from the engine at scrape
+time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from litestar import Response, get
+from litestar.di import NamedDependency
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from llama_box_core.engine import Engine
+from llama_box_core.hookspecs import hookimpl
+from llama_box_server.errors import ApiError
+
+TEXT_FORMAT = "text/plain; version=0.0.4"
+"""The classic text exposition format, which ``generate_latest`` writes (Litestar adds
+the charset)."""
+
+# (name, help, key into EngineCollector.values; None: images and speculative decoding, which
+# this build does not serve, stay at 0). Every counter name ends in _total, which
+# prometheus-client keeps as the sample name, so the exposed names are exactly these.
+COUNTERS = (
+    (
+        "llamabox:image_forward_total",
+        "Number of image forwarded (steps) in diffusion processing.",
+        None,
+    ),
+    ("llamabox:image_forward_seconds_total", "Image forward process time.", None),
+    (
+        "llamabox:image_reverse_total",
+        "Number of image reversed (steps) in diffusion processing.",
+        None,
+    ),
+    ("llamabox:image_reverse_seconds_total", "Image reverse process time.", None),
+    ("llamabox:tokens_prefill_total", "Number of prompt tokens processed.", "prefill_tokens"),
+    ("llamabox:tokens_prefill_seconds_total", "Prompt process time.", "prefill_seconds"),
+    ("llamabox:tokens_decode_total", "Number of generation tokens processed.", "decode_tokens"),
+    ("llamabox:tokens_decode_seconds_total", "Predict process time.", "decode_seconds"),
+    ("llamabox:tokens_drafted_total", "Number of speculative decoding tokens processed.", None),
+    (
+        "llamabox:tokens_drafted_accepted_total",
+        "Number of speculative decoding tokens to be accepted.",
+        None,
+    ),
+    ("llamacpp:prompt_tokens_total", "Number of prompt tokens processed.", "prefill_tokens"),
+    ("llamacpp:prompt_seconds_total", "Prompt process time.", "prefill_seconds"),
+    ("llamacpp:tokens_predicted_total", "Number of generation tokens processed.", "decode_tokens"),
+    ("llamacpp:tokens_predicted_seconds_total", "Predict process time.", "decode_seconds"),
+    ("llamacpp:tokens_drafted_total", "Number of speculative decoding tokens processed.", None),
+    (
+        "llamacpp:tokens_drafted_accepted_total",
+        "Number of speculative decoding tokens to be accepted.",
+        None,
+    ),
+)
+GAUGES = (
+    (
+        "llamabox:image_forward_steps_per_second",
+        "Average image forwarded diffusion throughput in steps/s.",
+        None,
+    ),
+    (
+        "llamabox:image_reverse_steps_per_second",
+        "Average image reversed diffusion throughput in steps/s.",
+        None,
+    ),
+    (
+        "llamabox:tokens_prefill_per_second",
+        "Average prompt throughput in tokens/s.",
+        "prefill_per_second",
+    ),
+    (
+        "llamabox:tokens_decode_per_second",
+        "Average generation throughput in tokens/s.",
+        "decode_per_second",
+    ),
+    (
+        "llamabox:kv_cache_usage_ratio",
+        "KV-cache usage. 1 means 100 percent usage.",
+        "kv_cache_usage_ratio",
+    ),
+    ("llamabox:kv_cache_tokens", "KV-cache tokens.", "kv_cache_tokens"),
+    (
+        "llamacpp:prompt_tokens_seconds",
+        "Average prompt throughput in tokens/s.",
+        "prefill_per_second",
+    ),
+    (
+        "llamacpp:predicted_tokens_seconds",
+        "Average generation throughput in tokens/s.",
+        "decode_per_second",
+    ),
+    (
+        "llamacpp:kv_cache_usage_ratio",
+        "KV-cache usage. 1 means 100 percent usage.",
+        "kv_cache_usage_ratio",
+    ),
+    ("llamacpp:kv_cache_tokens", "KV-cache tokens.", "kv_cache_tokens"),
+    ("llamacpp:requests_processing", "Number of requests processing.", "requests_processing"),
+    ("llamacpp:requests_deferred", "Number of requests deferred.", "requests_deferred"),
+)
+
+
+class EngineCollector(Collector):
+    """Yields every metric from the engine's figures of the moment; nothing is stored, so
+    a scrape costs nothing between scrapes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def values(self) -> dict[str, float]:
+        engine = self.engine
+        stats = engine.stats
+        model = engine.model
+        capacity = model.n_ctx_slot * model.n_slots if model is not None else 0
+        kv_tokens = engine.kv_cache_tokens
+        return {
+            "prefill_tokens": stats.prefill_tokens,
+            "prefill_seconds": stats.prefill_seconds,
+            "decode_tokens": stats.decode_tokens,
+            "decode_seconds": stats.decode_seconds,
+            "prefill_per_second": _rate(stats.prefill_tokens, stats.prefill_seconds),
+            "decode_per_second": _rate(stats.decode_tokens, stats.decode_seconds),
+            "kv_cache_usage_ratio": kv_tokens / capacity if capacity else 0.0,
+            "kv_cache_tokens": kv_tokens,
+            "requests_processing": engine.n_busy_slots,
+            "requests_deferred": engine.n_queued,
+        }
+
+    def collect(self) -> Iterator[Metric]:
+        values = self.values()
+        for name, documentation, key in COUNTERS:
+            yield CounterMetricFamily(name, documentation, value=values[key] if key else 0.0)
+        for name, documentation, key in GAUGES:
+            yield GaugeMetricFamily(name, documentation, value=values[key] if key else 0.0)
+
+
+def _rate(tokens: int, seconds: float) -> float:
+    return tokens / seconds if seconds > 0 else 0.0
+
+
+def create_registry(engine: Engine) -> CollectorRegistry:
+    """A registry of this app's own (never prometheus-client's global one), so several
+    apps in one process, as in tests, each report their own engine."""
+    registry = CollectorRegistry()
+    registry.register(EngineCollector(engine))
+    return registry
+
+
+@get("/metrics", sync_to_thread=False)
+def metrics(
+    engine: NamedDependency[Engine], metrics_registry: NamedDependency[CollectorRegistry]
+) -> Response[bytes]:
+    if not engine.settings.metrics:
+        raise ApiError(501, "This server does not support metrics endpoint.")
+    return Response(generate_latest(metrics_registry), media_type=TEXT_FORMAT)
+
+
+@hookimpl
+def llama_box_routes(register: Callable[..., None]) -> None:
+    register(metrics)

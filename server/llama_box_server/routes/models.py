@@ -1,0 +1,47 @@
+"""GET /v1/models: the one served model, with its metadata in ``meta``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from litestar import get
+from litestar.di import NamedDependency
+
+from llama_box_core.engine import Engine
+from llama_box_core.hookspecs import hookimpl
+
+STARTED = int(time.time())
+
+
+class Model(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+    meta: dict[str, Any]
+
+
+class ModelList(msgspec.Struct):
+    object: str
+    data: list[Model]
+
+
+@get(["/v1/models", "/models"], sync_to_thread=False)
+def list_models(engine: NamedDependency[Engine]) -> ModelList:
+    model = engine.require_model()
+    entry = Model(
+        id=engine.settings.model_name,
+        object="model",
+        created=STARTED,
+        owned_by="llama-box",
+        meta=model.metadata(),
+    )
+    return ModelList(object="list", data=[entry])
+
+
+@hookimpl
+def llama_box_routes(register: Callable[..., None]) -> None:
+    register(list_models)

@@ -1,0 +1,132 @@
+"""GET /props: the server's global properties; POST /props (with ``--props``) changes the
+default sampling settings."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+import msgspec
+from litestar import get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from msgspec import Meta
+
+from llama_box_core.engine import Engine
+from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings
+from llama_box_core.types import SamplingParams
+from llama_box_server import __version__
+from llama_box_server.chat_template import jinja_source
+from llama_box_server.errors import ApiError
+from llama_box_server.generation import NonNegative, Probability
+
+
+class GenerationParams(SamplingParams, kw_only=True, frozen=True):
+    """What a request gets for each field it leaves out."""
+
+    n_predict: int
+
+
+class DefaultGenerationSettings(msgspec.Struct, kw_only=True):
+    n_ctx: int
+    """Tokens of one slot."""
+    params: GenerationParams
+
+
+class Props(msgspec.Struct, kw_only=True):
+    default_generation_settings: DefaultGenerationSettings
+    total_slots: int
+    model_path: str
+    chat_template: str
+    """The template's Jinja text, or the name of llama.cpp's built-in one."""
+    build_info: str
+
+
+class ParamsUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The defaults POST /props may change; any other field is refused, so a change is
+    never silently dropped."""
+
+    temperature: Annotated[float, Meta(ge=0.0)] | None = None
+    top_k: NonNegative | None = None
+    top_p: Probability | None = None
+    min_p: Probability | None = None
+    seed: int | None = None
+    n_predict: Annotated[int, Meta(ge=-1)] | None = None
+
+
+class GenerationSettingsUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    params: ParamsUpdate
+
+
+class PropsUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The shape of GET /props, holding only what changes."""
+
+    default_generation_settings: GenerationSettingsUpdate
+
+
+SETTINGS_NAMES = {"temperature": "temp"}
+"""Where a request field's default lives in Settings, when the names differ."""
+
+
+@functools.cache  # reads package metadata from disk: once, not on the event loop each time
+def build_info() -> str:
+    try:
+        return f"llama-box {__version__}, llama-cpp-python {version('llama-cpp-python')}"
+    except PackageNotFoundError:
+        return f"llama-box {__version__}"
+
+
+def props_of(engine: Engine) -> Props:
+    model = engine.require_model()
+    settings = engine.settings
+    template = (jinja_source(model, settings) or "") if settings.jinja else model.builtin_template
+    params = GenerationParams(
+        **msgspec.structs.asdict(engine.default_sampling), n_predict=settings.n_predict
+    )
+    return Props(
+        default_generation_settings=DefaultGenerationSettings(
+            n_ctx=model.n_ctx_slot, params=params
+        ),
+        total_slots=model.n_slots,
+        model_path=model.path,
+        chat_template=template,
+        build_info=build_info(),
+    )
+
+
+@get("/props", sync_to_thread=False)
+def get_props(engine: NamedDependency[Engine]) -> Props:
+    return props_of(engine)
+
+
+@post("/props", status_code=200, sync_to_thread=False)
+def post_props(data: JSONBody[PropsUpdate], engine: NamedDependency[Engine]) -> Props:
+    engine.require_model()
+    changes = {
+        name: value
+        for name, value in msgspec.structs.asdict(data.default_generation_settings.params).items()
+        if value is not None
+    }
+    for name, value in changes.items():
+        setattr(engine.settings, SETTINGS_NAMES.get(name, name), value)
+    # Requests take their defaults from default_sampling; n_predict stays in Settings only.
+    sampling = {k: v for k, v in changes.items() if k != "n_predict"}
+    engine.default_sampling = msgspec.structs.replace(engine.default_sampling, **sampling)
+    return props_of(engine)
+
+
+# Without --props, POST /props answers 501 whatever its body, so it reads none.
+@post("/props", status_code=200, sync_to_thread=False)
+def post_props_disabled() -> None:
+    raise ApiError(
+        501, "This server does not support changing global properties. Start it with `--props`"
+    )
+
+
+@hookimpl
+def llama_box_routes(register: Callable[..., None], settings: Settings) -> None:
+    register(get_props)
+    register(post_props if settings.props else post_props_disabled)
