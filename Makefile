@@ -34,7 +34,7 @@ test: lint
 # One wheel per distribution, without dependencies, into wheelhouse/.
 wheelhouse: install
 	rm -rf wheelhouse
-	for dist in $(DISTRIBUTIONS) .; do $(BIN)/python -m pip wheel --quiet --no-deps -w wheelhouse $$dist || exit 1; done
+	for dist in $(DISTRIBUTIONS) .; do $(BIN)/python -m pip wheel --quiet --no-deps -w wheelhouse ./$$dist || exit 1; done
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
