@@ -13,7 +13,7 @@ import statistics
 import time
 
 from llama_box_core.settings import Settings
-from llama_box_core.types import DecodeBatch
+from llama_box_core.model import DecodeBatch
 from llama_box_llamacpp.model import LlamaCppModel
 
 PROMPT_TOKENS = 512
@@ -26,14 +26,14 @@ def measure(model: LlamaCppModel) -> tuple[float, float]:
     prompt = model.tokenize(text, True, False)[:PROMPT_TOKENS]
     batch = DecodeBatch(PROMPT_TOKENS)
     model.clear_slot(0)
-    batch.add(prompt, 0, 0, logits_last=True)
+    batch.add(prompt, 0, 0)
     started = time.perf_counter()
     model.decode(batch)
     prefill = time.perf_counter() - started
     token, started = prompt[-1], time.perf_counter()
     for i in range(GENERATED_TOKENS):
         batch.clear()
-        batch.add([token], len(prompt) + i, 0, logits_last=True)
+        batch.add([token], len(prompt) + i, 0)
         model.decode(batch)
         token = (token + 1) % model.n_vocab  # the decode cost does not depend on the id
     generate = time.perf_counter() - started

@@ -13,7 +13,8 @@ import statistics
 import time
 
 from llama_box_core.settings import Settings
-from llama_box_core.types import DecodeBatch, SamplingParams
+from llama_box_core.model import DecodeBatch
+from llama_box_core.types import SamplingParams
 from llama_box_example_sampler import make_stage
 from llama_box_llamacpp.model import LlamaCppModel
 from llama_box_llamacpp.sampling import BUILTIN_STAGES
@@ -37,7 +38,7 @@ def main() -> None:
     prompt = model.tokenize("Once upon a time, in a small village,", True, True)
     stages = {**BUILTIN_STAGES, "no_repeat": make_stage, "identity": lambda p, m: Identity()}
     batch = DecodeBatch(64)
-    batch.add(prompt, 0, 0, logits_last=True)
+    batch.add(prompt, 0, 0)
     model.decode(batch)
     cases = {
         "native chain (default samplers)": SamplingParams(),

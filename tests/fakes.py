@@ -5,47 +5,46 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from llama_box_core.hookspecs import hookimpl
+from llama_box_core.model import DecodeBatch, DecodeError, ModelInfo
 from llama_box_core.settings import Settings
-from llama_box_core.types import ChatMessage, DecodeBatch, DecodeError, SamplingParams
+from llama_box_core.types import ChatMessage, SamplingParams
 
 N_VOCAB = 100
 
 
 class FakeModel:
-    path = "fake.gguf"
-    architecture = "fake"
-    n_ctx_train = 4096
-    n_vocab = N_VOCAB
-    add_bos = False
-    chat_template = None
-    builtin_template = "fake"
-
     def __init__(self, n_slots: int, n_ctx_slot: int) -> None:
-        self.special_tokens = {"bos_token": "", "eos_token": ""}
-        self.fim_tokens = {"pre": 90, "suf": 91, "mid": 92, "rep": 93, "sep": 94}
-        self.n_slots = n_slots
-        self.n_ctx_slot = n_ctx_slot
+        self.info = ModelInfo(
+            kind="text",
+            path="fake.gguf",
+            architecture="fake",
+            n_ctx_train=4096,
+            n_vocab=N_VOCAB,
+            n_embd=8,
+            n_slots=n_slots,
+            n_ctx_slot=n_ctx_slot,
+            add_bos=False,
+            builtin_template="fake",
+            special_tokens={"bos_token": "", "eos_token": ""},
+            fim_tokens={"pre": 90, "suf": 91, "mid": 92, "rep": 93, "sep": 94},
+            capabilities=frozenset({"completion", "kv_shift", "infill"}),
+            metadata={"n_vocab": N_VOCAB},
+        )
         self.kv_ops: list[tuple] = []
         """KV cache operations, in order."""
         self.batches: list[list[tuple[int, int, int, bool]]] = []
-        """Each decoded batch as (token, position, slot, wants logits) entries."""
+        """Each decoded batch as (token, position, slot, wants output) entries."""
         self.end_token: int | None = None
-        self.fail_next_decode = False
+        self.fail_next_decode: DecodeError | None = None
         self.decode_delay = 0.0
         self.closed = False
 
     def is_end_of_generation(self, token: int) -> bool:
         return token == self.end_token
-
-    def metadata(self) -> dict[str, Any]:
-        return {"n_vocab": N_VOCAB}
-
-    can_shift = True
 
     def clear_slot(self, slot_id: int) -> None:
         self.kv_ops.append(("clear", slot_id))
@@ -62,6 +61,18 @@ class FakeModel:
 
     def close(self) -> None:
         self.closed = True
+
+
+class FakeOutputs:
+    """Logits that put all the mass on "the row's token + 1"."""
+
+    def __init__(self, tokens: np.ndarray) -> None:
+        self.tokens = tokens
+
+    def logits(self, row: int) -> np.ndarray:
+        logits = np.full(N_VOCAB, -np.inf, dtype=np.float32)
+        logits[(self.tokens[row] + 1) % N_VOCAB] = 0.0
+        return logits
 
 
 class FakeSampler:
@@ -107,10 +118,10 @@ class FakeModelPlugin:
         return f"<{token}>".encode()
 
     @hookimpl
-    def llama_box_decode(self, model: FakeModel, batch: DecodeBatch) -> bool:
-        if model.fail_next_decode:
-            model.fail_next_decode = False
-            raise DecodeError("fake failure")
+    def llama_box_decode(self, model: FakeModel, batch: DecodeBatch) -> FakeOutputs:
+        if model.fail_next_decode is not None:
+            error, model.fail_next_decode = model.fail_next_decode, None
+            raise error
         if model.decode_delay:
             threading.Event().wait(model.decode_delay)
         n = batch.n_tokens
@@ -119,14 +130,14 @@ class FakeModelPlugin:
                 zip(
                     batch.token[:n].tolist(),
                     batch.pos[:n].tolist(),
-                    batch.seq_id[:n].tolist(),
-                    (batch.logits[:n] != 0).tolist(),
+                    batch.seq_id[:n, 0].tolist(),
+                    (batch.output[:n] != 0).tolist(),
                     strict=True,
                 )
             )
         )
         self._last = np.array(batch.token[:n])
-        return True
+        return FakeOutputs(self._last)
 
     @hookimpl
     def llama_box_create_sampler(self, params: SamplingParams) -> FakeSampler:

@@ -180,7 +180,7 @@ class StagePlugin:
 
 
 def test_sampler_stages_hook_registers_named_stages() -> None:
-    from llama_box_core.engine.scheduler import collect_sampler_stages
+    from llama_box_core.engine.client import collect_sampler_stages
 
     pm = load_plugins(create_plugin_manager(), allow=["llamacpp", "example_sampler"])
     pm.register(StagePlugin())

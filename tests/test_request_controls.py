@@ -4,6 +4,7 @@ rate a paced request gets, and the flags behind them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -16,7 +17,7 @@ import pytest
 from litestar import get
 from litestar.testing import TestClient
 
-from llama_box_core.engine import Engine
+from llama_box_core.engine.state import EngineSnapshot, EngineStats
 from llama_box_core.hookspecs import hookimpl
 from llama_box_core.settings import Settings
 from llama_box_server import cli
@@ -218,7 +219,7 @@ def test_post_props_changes_the_defaults_requests_get(client: TestClient) -> Non
     assert params["top_p"] == before["default_generation_settings"]["params"]["top_p"]
     assert client.get("/props").json() == after.json()
     engine = client.app.state.engine
-    assert (engine.default_sampling.temperature, engine.settings.temp) == (0.25, 0.25)
+    assert (engine.defaults.sampling.temperature, engine.defaults.n_predict) == (0.25, 3)
     for bad in (
         {"default_generation_settings": {"params": {"repeat_penalty": 1.1}}},
         {"default_generation_settings": {"params": {"top_p": 2}}},
@@ -229,25 +230,33 @@ def test_post_props_changes_the_defaults_requests_get(client: TestClient) -> Non
         assert response.json()["error"]["type"] == "invalid_request_error"
 
 
-def pacing(tokens_per_second: int, decode: tuple[int, float] = (0, 0.0)) -> TokenPacingMiddleware:
-    engine = Engine(
-        load_plugins(create_plugin_manager(), allow=[]),
-        Settings(tokens_per_second=tokens_per_second),
-    )
-    engine.stats.decode_tokens, engine.stats.decode_seconds = decode
-    return TokenPacingMiddleware(engine)
+class MeasuredEngine:
+    """Answers snapshots with a given decode throughput."""
+
+    def __init__(self, decode: tuple[int, float]) -> None:
+        tokens, seconds = decode
+        self.stats = EngineStats(decode_tokens=tokens, decode_seconds=seconds)
+
+    async def snapshot(self) -> EngineSnapshot:
+        return EngineSnapshot(slots=(), stats=self.stats, n_queued=0)
+
+
+def rate(tokens_per_second: int, header: str | None, decode: tuple[int, float] = (0, 0.0)):
+    engine = MeasuredEngine(decode)
+    middleware = TokenPacingMiddleware(engine, tokens_per_second)  # type: ignore[arg-type]
+    return asyncio.run(middleware.rate(header))
 
 
 def test_the_rate_a_request_gets() -> None:
-    assert pacing(-1).rate(None) is None, "no header: not paced"
-    assert pacing(-1).rate("10") == 10.0, "nothing measured yet: no ceiling"
-    assert pacing(-1, (100, 4.0)).rate("10") == 10.0
-    assert pacing(-1, (100, 4.0)).rate("50") == 25.0, "capped by the measured throughput"
-    assert pacing(20).rate("50") == 20.0, "capped by -tps N"
-    assert pacing(20).rate("2.5") == 2.5
+    assert rate(-1, None) is None, "no header: not paced"
+    assert rate(-1, "10") == 10.0, "nothing measured yet: no ceiling"
+    assert rate(-1, "10", (100, 4.0)) == 10.0
+    assert rate(-1, "50", (100, 4.0)) == 25.0, "capped by the measured throughput"
+    assert rate(20, "50") == 20.0, "capped by -tps N"
+    assert rate(20, "2.5") == 2.5
     for bad in ("0", "-3", "fast", "nan", "inf"):
         with pytest.raises(ApiError) as raised:
-            pacing(20).rate(bad)
+            rate(20, bad)
         assert raised.value.status == 400
 
 
@@ -274,7 +283,8 @@ def test_only_streams_are_paced_and_the_engine_is_not(client: TestClient) -> Non
         )
         time.sleep(0.2)
         # Mid-stream, the engine is done with it: its slot is free.
-        assert not streamed.done() and engine.n_busy_slots == 0
+        assert not streamed.done()
+        assert all(slot.idle for slot in engine.scheduler.slots)
         assert streamed.result().text.count("data: ") == 11
     # 11 events (10 tokens, then the final one), 1/20 s apart.
     assert time.perf_counter() - started >= 10 / 20

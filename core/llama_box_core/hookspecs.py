@@ -12,9 +12,9 @@ Conventions:
 - Registration hooks take a ``register`` callback, so the core validates and de-duplicates
   what plugins contribute, and built-in features go through the same path.
 
-The phases, in the order a server meets them: registration (CLI options, backends,
-routes, sampler stages), model loading, text (templates, tokens), and the per-step
-generation hooks.
+The phases, in the order a server meets them: registration (backends, sampler stages),
+model loading, text (templates, tokens), and the per-step generation hooks. The server
+adds its own registration hooks (routes, CLI options) in ``llama_box_server.hookspecs``.
 """
 
 from __future__ import annotations
@@ -25,15 +25,14 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from llama_box_core.model import DecodeBatch, DecodeOutputs, Model
     from llama_box_core.settings import Settings
     from llama_box_core.types import (
         Backend,
         ChatMessage,
-        DecodeBatch,
         Sampler,
         SamplingParams,
         StageFactory,
-        TextModel,
     )
 
 PROJECT = "llama_box"
@@ -71,7 +70,7 @@ def llama_box_sampler_stages(register: Callable[[str, StageFactory], None]) -> N
 
 
 @hookspec(firstresult=True)
-def llama_box_load_model(path: str, settings: Settings) -> TextModel | None:
+def llama_box_load_model(path: str, settings: Settings) -> Model | None:
     """Load the model file at ``path`` if this plugin can; return ``None`` to pass.
 
     Called once, in the scheduler thread, before the server reports healthy. The returned
@@ -85,7 +84,7 @@ def llama_box_load_model(path: str, settings: Settings) -> TextModel | None:
 
 @hookspec(firstresult=True)
 def llama_box_apply_chat_template(
-    model: TextModel, messages: Sequence[ChatMessage], settings: Settings
+    model: Model, messages: Sequence[ChatMessage], settings: Settings
 ) -> str | None:
     """Render chat messages into the prompt text, ending with the assistant's turn.
 
@@ -96,19 +95,19 @@ def llama_box_apply_chat_template(
 
 @hookspec(firstresult=True)
 def llama_box_tokenize(
-    model: TextModel, text: str, add_special: bool, parse_special: bool
+    model: Model, text: str, add_special: bool, parse_special: bool
 ) -> list[int] | None:
     """Turn text into token ids (``add_special`` adds BOS/EOS as the model wants;
     ``parse_special`` reads special-token text such as ``<start_of_turn>`` as one token)."""
 
 
 @hookspec(firstresult=True)
-def llama_box_detokenize(model: TextModel, tokens: Sequence[int]) -> str | None:
+def llama_box_detokenize(model: Model, tokens: Sequence[int]) -> str | None:
     """Turn token ids back into text; ids outside the vocabulary raise ``ValueError``."""
 
 
 @hookspec(firstresult=True)
-def llama_box_token_to_piece(model: TextModel, token: int, special: bool) -> bytes | None:
+def llama_box_token_to_piece(model: Model, token: int, special: bool) -> bytes | None:
     """The bytes of one token, as streamed (may be part of a UTF-8 character)."""
 
 
@@ -116,18 +115,19 @@ def llama_box_token_to_piece(model: TextModel, token: int, special: bool) -> byt
 
 
 @hookspec(firstresult=True)
-def llama_box_decode(model: TextModel, batch: DecodeBatch) -> bool | None:
-    """Run the model over one batch holding the tokens of every active slot.
+def llama_box_decode(model: Model, batch: DecodeBatch) -> DecodeOutputs | None:
+    """Run the model over one batch holding the rows of every active slot.
 
-    Return ``True`` once decoded; raise ``DecodeError`` if the batch cannot be decoded.
-    Called from the scheduler thread only; a ``wrapper=True`` implementation sees every
-    step (timing, tracing).
+    Return the step's outputs (logits, embeddings or rank scores of the rows that asked
+    for one); raise a ``DecodeError`` (``KvCacheFull``, ``DecodeAborted``,
+    ``InvalidBatch``) if the batch cannot be decoded. Called from the scheduler thread
+    only; a ``wrapper=True`` implementation sees every step (timing, tracing).
     """
 
 
 @hookspec(firstresult=True)
 def llama_box_create_sampler(
-    model: TextModel,
+    model: Model,
     params: SamplingParams,
     stages: Mapping[str, StageFactory],
     prompt: Sequence[int],
@@ -141,7 +141,7 @@ def llama_box_create_sampler(
 
 
 @hookspec(firstresult=True)
-def llama_box_sample(model: TextModel, sampler: Sampler, batch_index: int) -> int | None:
+def llama_box_sample(model: Model, sampler: Sampler, batch_index: int) -> int | None:
     """Pick the next token from the logits at ``batch_index`` of the last decoded batch,
     and let the sampler remember it (penalties, grammars). When the request asked for
     ``n_probs``, also set ``sampler.last_probabilities``."""

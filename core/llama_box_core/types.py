@@ -2,117 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import numpy as np
 
-
-@runtime_checkable
-class TextModel(Protocol):
-    """A loaded text model, as returned by ``llama_box_load_model``.
-
-    It carries what the core needs to know about the model; the work on it (tokenize,
-    decode, sample) goes through hooks that the loading plugin answers.
-    """
-
-    path: str
-    architecture: str
-    n_ctx_train: int
-    n_vocab: int
-    add_bos: bool
-    n_ctx_slot: int
-    """Tokens each slot may hold: the context divided between the parallel slots."""
-    n_slots: int
-    chat_template: str | None
-    """The Jinja chat template from the GGUF metadata, if the file has one."""
-    builtin_template: str
-    """What renders chat without --jinja: a built-in template's name, or the GGUF template
-    text the model plugin recognises."""
-    special_tokens: dict[str, str]
-    """Text of special tokens a chat template may use: ``bos_token``, ``eos_token``."""
-
-    def is_end_of_generation(self, token: int) -> bool: ...
-
-    def metadata(self) -> dict[str, Any]:
-        """What /v1/models shows in its ``meta`` field."""
-        ...
-
-    can_shift: bool
-    """Whether the KV cache can move positions (needed for context shift)."""
-    fim_tokens: dict[str, int]
-    """Fill-in-the-middle tokens ``pre``, ``suf``, ``mid``, ``rep``, ``sep`` (-1: none)."""
-
-    def clear_slot(self, slot_id: int) -> None:
-        """Forget the slot's KV cache."""
-        ...
-
-    def keep_slot_prefix(self, slot_id: int, n_keep: int) -> bool:
-        """Drop the slot's cache after its first ``n_keep`` tokens. Return False (and
-        clear the slot) when the cache no longer holds what reusing them needs (a
-        sliding-window cache forgets old positions)."""
-        ...
-
-    def move_slot_tokens(self, slot_id: int, start: int, end: int, to: int) -> None:
-        """Move the cached tokens at positions [start, end) down to ``to`` (<= start),
-        dropping what lay in [to, start): a KV shift, for --cache-reuse."""
-        ...
-
-    def save_slot(self, slot_id: int, path: str, tokens: Sequence[int]) -> int:
-        """Write the slot's KV cache and its tokens to ``path``; return bytes written."""
-        ...
-
-    def restore_slot(self, slot_id: int, path: str) -> tuple[list[int], int]:
-        """Load a file written by ``save_slot`` into the slot; return its tokens and the
-        bytes read. ``ValueError`` if the file does not fit this model or slot."""
-        ...
-
-    def shift_slot(self, slot_id: int, n_keep: int, n_discard: int, n_past: int) -> None:
-        """Context shift: forget ``n_discard`` tokens after the first ``n_keep`` and move
-        the rest back, so generation can go on in a full slot."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class DecodeBatch:
-    """One decode step: token, position, slot and wants-logits for each entry.
-
-    The arrays are preallocated once and filled in place each step, so a model plugin can
-    point its native batch at them without copying.
-    """
-
-    __slots__ = ("capacity", "logits", "n_tokens", "native", "pos", "seq_id", "token")
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.token = np.zeros(capacity, dtype=np.int32)
-        self.pos = np.zeros(capacity, dtype=np.int32)
-        self.seq_id = np.zeros(capacity, dtype=np.int32)
-        self.logits = np.zeros(capacity, dtype=np.int8)
-        self.n_tokens = 0
-        self.native: Any = None
-        """Free for the model plugin to cache its native view of these arrays."""
-
-    @property
-    def room(self) -> int:
-        return self.capacity - self.n_tokens
-
-    def add(self, tokens: list[int], start_pos: int, seq_id: int, logits_last: bool) -> int:
-        """Append tokens of one slot; return the batch index of the last one."""
-        n, end = len(tokens), self.n_tokens + len(tokens)
-        self.token[self.n_tokens : end] = tokens
-        self.pos[self.n_tokens : end] = np.arange(start_pos, start_pos + n, dtype=np.int32)
-        self.seq_id[self.n_tokens : end] = seq_id
-        self.logits[self.n_tokens : end] = 0
-        if logits_last:
-            self.logits[end - 1] = 1
-        self.n_tokens = end
-        return end - 1
-
-    def clear(self) -> None:
-        self.n_tokens = 0
+if TYPE_CHECKING:
+    from llama_box_core.model import Model
 
 
 DEFAULT_SAMPLERS = ("penalties", "top_k", "top_p", "min_p", "xtc", "temperature")
@@ -212,7 +109,7 @@ class SamplerStage(Protocol):
     def apply(self, candidates: Candidates) -> None: ...
 
 
-StageFactory = Callable[[SamplingParams, "TextModel"], Any]
+StageFactory = Callable[[SamplingParams, "Model"], Any]
 """Makes a stage for one request: a ``SamplerStage``, or an object native to the model
 plugin (the llama.cpp plugin's built-in stages return native samplers)."""
 
@@ -254,7 +151,3 @@ class Backend(msgspec.Struct, kw_only=True):
     name: str
     devices: list[str]
     description: str = ""
-
-
-class DecodeError(RuntimeError):
-    """llama_decode failed for a batch; the requests in it are failed, the server goes on."""

@@ -27,7 +27,6 @@ from llama_box_server.middleware import (
     TokenPacingMiddleware,
     load_api_keys,
 )
-from llama_box_server.routes.metrics import create_registry
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +67,13 @@ def create_app(
         log.info("API key authentication is on (%d keys)", len(api_keys))
         middleware.append(ApiKeyMiddleware(api_keys))
     if settings.tokens_per_second:
-        middleware.append(TokenPacingMiddleware(engine))
-    metrics_registry = create_registry(engine)
+        middleware.append(TokenPacingMiddleware(engine, settings.tokens_per_second))
 
     app = Litestar(
         route_handlers=handlers,
         dependencies={
             "engine": Provide(lambda: engine, sync_to_thread=False),
-            "metrics_registry": Provide(lambda: metrics_registry, sync_to_thread=False),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
         },
         exception_handlers={Exception: handle_exception},
         middleware=middleware,

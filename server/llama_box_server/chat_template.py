@@ -10,8 +10,9 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llama_box_core.hookspecs import hookimpl
+from llama_box_core.model import Model, ModelInfo
 from llama_box_core.settings import Settings
-from llama_box_core.types import ChatMessage, TextModel
+from llama_box_core.types import ChatMessage
 
 
 def _raise_exception(message: str) -> None:
@@ -32,19 +33,19 @@ def read_template_file(path: str) -> str:
         return file.read()
 
 
-def jinja_source(model: TextModel, settings: Settings) -> str | None:
+def jinja_source(info: ModelInfo, settings: Settings) -> str | None:
     if settings.chat_template_file:
         return read_template_file(settings.chat_template_file)
-    return model.chat_template
+    return info.chat_template
 
 
 @hookimpl(tryfirst=True)
 def llama_box_apply_chat_template(
-    model: TextModel, messages: Sequence[ChatMessage], settings: Settings
+    model: Model, messages: Sequence[ChatMessage], settings: Settings
 ) -> str | None:
     if not settings.jinja:
         return None
-    source = jinja_source(model, settings)
+    source = jinja_source(model.info, settings)
     if source is None:
         raise ValueError(
             "--jinja is set but the model has no chat template; pass one with --chat-template-file"
@@ -53,7 +54,7 @@ def llama_box_apply_chat_template(
         return compile_template(source).render(
             messages=[{"role": m.role, "content": m.content} for m in messages],
             add_generation_prompt=True,
-            **model.special_tokens,
+            **model.info.special_tokens,
         )
     except jinja2.TemplateError as error:
         raise ValueError(f"the chat template failed: {error}") from error

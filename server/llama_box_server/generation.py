@@ -23,7 +23,9 @@ from llama_box_core.engine import (
     GenerationRequest,
     TokenEvent,
 )
+from llama_box_core.model import ModelInfo
 from llama_box_core.sampling import sampler_names
+from llama_box_core.settings import Settings
 from llama_box_core.types import SamplingParams, TokenProbabilities
 from llama_box_server.errors import ApiError, error_payload
 
@@ -146,7 +148,7 @@ class SamplingFields(msgspec.Struct, kw_only=True):
             changes["n_probs"] = probs
             changes["post_sampling_probs"] = self.post_sampling_probs
         changes["ignore_eos"] = self.ignore_eos
-        return msgspec.structs.replace(engine.default_sampling, **changes)
+        return msgspec.structs.replace(engine.defaults.sampling, **changes)
 
     def _schema(self) -> dict[str, Any] | None:
         if self.json_schema is not None:
@@ -266,17 +268,18 @@ async def tokenize_prompt(engine: Engine, prompt: str | list[PromptPart]) -> lis
     return tokens
 
 
-def check_prompt(engine: Engine, tokens: list[int], n_keep: int) -> list[int]:
+def check_prompt(
+    model: ModelInfo, context_shift: bool, tokens: list[int], n_keep: int
+) -> list[int]:
     """The prompt to run: refused if empty or out of vocabulary; if it does not fit the
     slot, cut in its middle with --context-shift (as llama-server does), else refused."""
-    model = engine.require_model()
     if not tokens:
         raise ApiError(400, "The prompt is empty")
     bad = next((t for t in tokens if not 0 <= t < model.n_vocab), None)
     if bad is not None:
         raise ApiError(400, f"Token id {bad} is outside the vocabulary [0, {model.n_vocab})")
     n_ctx = model.n_ctx_slot
-    if len(tokens) >= n_ctx and engine.settings.context_shift and model.can_shift:
+    if len(tokens) >= n_ctx and context_shift and model.can_shift:
         keep = min(len(tokens) if n_keep < 0 else n_keep, n_ctx - 4)
         block = (n_ctx - keep) // 2
         erased = (len(tokens) - keep - block) // block * block
@@ -293,6 +296,7 @@ def check_prompt(engine: Engine, tokens: list[int], n_keep: int) -> list[int]:
 
 async def build_requests(
     engine: Engine,
+    settings: Settings,
     prompts: Sequence[str | list[PromptPart]],
     fields: SamplingFields,
     n_predict: int | None,
@@ -303,9 +307,11 @@ async def build_requests(
     ``i * n_choices + j``); with a fixed seed, choice ``j`` samples with seed + j so the
     choices differ."""
     params = await fields.resolve(engine, n_probs)
-    n_keep = pick(fields.n_keep, engine.settings.keep)
+    n_keep = pick(fields.n_keep, settings.keep)
+    info = engine.info
     prompt_tokens = [
-        check_prompt(engine, await tokenize_prompt(engine, prompt), n_keep) for prompt in prompts
+        check_prompt(info, settings.context_shift, await tokenize_prompt(engine, prompt), n_keep)
+        for prompt in prompts
     ]
     requests: list[GenerationRequest] = []
     try:
@@ -320,7 +326,7 @@ async def build_requests(
                         prompt=tokens,
                         params=choice_params,
                         sampler=await engine.create_sampler(choice_params, tokens),
-                        n_predict=pick(n_predict, engine.settings.n_predict),
+                        n_predict=pick(n_predict, engine.defaults.n_predict),
                         stop=fields.stop_words(),
                         cache_prompt=fields.cache_prompt,
                         n_keep=n_keep,

@@ -128,11 +128,13 @@ class TokenPacingMiddleware(ASGIMiddleware):
 
     scopes = (ScopeType.HTTP,)
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, tokens_per_second: int) -> None:
         self.engine = engine
+        self.ceiling = float(tokens_per_second)
+        """-tps: the most a request may ask for; -1: the measured decode throughput."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        rate = self.rate(Headers.from_scope(scope).get(TOKENS_PER_SECOND_HEADER))
+        rate = await self.rate(Headers.from_scope(scope).get(TOKENS_PER_SECOND_HEADER))
         if rate is None:
             await next_app(scope, receive, send)
             return
@@ -154,7 +156,7 @@ class TokenPacingMiddleware(ASGIMiddleware):
 
         await next_app(scope, receive, paced_send)
 
-    def rate(self, header: str | None) -> float | None:
+    async def rate(self, header: str | None) -> float | None:
         """Tokens per second for this request: the header's value, capped by
         ``-tps N`` (N > 0) or by the measured decode throughput (-1); ``None``: unpaced."""
         if header is None:
@@ -165,8 +167,7 @@ class TokenPacingMiddleware(ASGIMiddleware):
             asked = 0.0
         if not asked > 0.0 or asked == float("inf"):
             raise ApiError(400, f"{TOKENS_PER_SECOND_HEADER} must be a positive number")
-        ceiling = float(self.engine.settings.tokens_per_second)
+        ceiling = self.ceiling
         if ceiling < 0:
-            stats = self.engine.stats
-            ceiling = stats.decode_tokens / stats.decode_seconds if stats.decode_seconds else 0.0
+            ceiling = (await self.engine.snapshot()).stats.decode_tokens_per_second
         return min(asked, ceiling) if ceiling > 0 else asked

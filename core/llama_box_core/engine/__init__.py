@@ -1,5 +1,7 @@
-"""The engine: slots, the scheduler thread and continuous batching."""
+"""The engine: slots, the scheduler thread, continuous batching, and the client routes
+use (``Engine``)."""
 
+from llama_box_core.engine.client import Engine, EngineNotReady
 from llama_box_core.engine.request import (
     ErrorEvent,
     Event,
@@ -7,15 +9,19 @@ from llama_box_core.engine.request import (
     GenerationRequest,
     TokenEvent,
 )
-from llama_box_core.engine.scheduler import Engine, EngineNotReady, SlotBusy
+from llama_box_core.engine.scheduler import SlotBusy
+from llama_box_core.engine.state import EngineSnapshot, GenerationDefaults, SlotSnapshot
 
 __all__ = [
     "Engine",
     "EngineNotReady",
+    "EngineSnapshot",
     "ErrorEvent",
     "Event",
     "FinishEvent",
+    "GenerationDefaults",
     "GenerationRequest",
     "SlotBusy",
+    "SlotSnapshot",
     "TokenEvent",
 ]

@@ -1,8 +1,10 @@
-"""The engine: one thread owns the model and runs every active request in one batch per step.
+"""The scheduler thread: it owns the model and runs every active request in one batch per
+step (continuous batching).
 
-The asyncio side only submits requests and reads their event queues; every native call
-(load, decode, sample, free) happens in the scheduler thread, so the event loop never
-waits on llama.cpp.
+It is the only reader and writer of its state (slots, queue, stats, defaults). The
+asyncio side (``llama_box_core.engine.client``) only enqueues requests, flags
+cancellations, and hands it commands to run between two steps; every native call (load,
+decode, sample, free) happens in this thread, so the event loop never waits on llama.cpp.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
@@ -29,100 +30,41 @@ from llama_box_core.engine.request import (
     StopType,
     TokenEvent,
 )
-from llama_box_core.engine.text import TextAssembler
-from llama_box_core.sampling import default_params
-from llama_box_core.settings import Settings
-from llama_box_core.types import (
-    ChatMessage,
-    DecodeBatch,
-    DecodeError,
-    Sampler,
-    SamplingParams,
-    StageFactory,
-    TextModel,
+from llama_box_core.engine.slots import Slot, choose_slot, common_prefix, reusable_chunks
+from llama_box_core.engine.state import (
+    EngineSnapshot,
+    EngineStats,
+    GenerationDefaults,
+    SchedulerConfig,
 )
+from llama_box_core.engine.text import TextAssembler
+from llama_box_core.model import DecodeBatch, DecodeError, Model, ModelInfo
+from llama_box_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 IDLE_WAIT_SECONDS = 0.5
 """How often an idle scheduler wakes to expire queued requests and notice shutdown."""
 
 
-def collect_sampler_stages(pm: pluggy.PluginManager) -> dict[str, StageFactory]:
-    """Every sampler stage the plugins offer, by name (a name offered twice is an error)."""
-    stages: dict[str, StageFactory] = {}
+class Scheduler:
+    """Owns the model and the thread that drives it."""
 
-    def register(name: str, factory: StageFactory) -> None:
-        if name in stages:
-            raise ValueError(f"two plugins register the sampler stage {name!r}")
-        stages[name] = factory
-
-    pm.hook.llama_box_sampler_stages(register=register)
-    return stages
-
-
-class SlotBusy(RuntimeError):
-    """A slot operation needs an idle slot."""
-
-
-class EngineNotReady(RuntimeError):
-    """The model is still loading (or failed to load)."""
-
-
-@dataclass(slots=True, eq=False)
-class Slot:
-    id: int
-    request: GenerationRequest | None = None
-    sampler: Sampler | None = None
-    assembler: TextAssembler | None = None
-    pending: list[int] = field(default_factory=list)
-    """Prompt tokens not decoded yet."""
-    n_past: int = 0
-    """Tokens of this slot in the KV cache."""
-    n_predicted: int = 0
-    limit: int = 0
-    next_token: int = -1
-    """The last sampled token: decoded in the next step."""
-    batch_index: int = -1
-    """Where this slot's logits are in the current batch (-1: none this step)."""
-    n_in_batch: int = 0
-    cache: list[int] = field(default_factory=list)
-    """The tokens in this slot's KV cache, kept after a request for prompt reuse."""
-    n_cached: int = 0
-    truncated: bool = False
-    last_used: float = 0.0
-
-    @property
-    def idle(self) -> bool:
-        return self.request is None
-
-
-@dataclass(slots=True)
-class EngineStats:
-    """Running totals the scheduler keeps for /metrics (written by its thread only)."""
-
-    prefill_tokens: int = 0
-    prefill_seconds: float = 0.0
-    decode_tokens: int = 0
-    decode_seconds: float = 0.0
-    requests_finished: int = 0
-
-
-class Engine:
-    """Owns the model and the scheduler thread; shared by every request handler."""
-
-    def __init__(self, pm: pluggy.PluginManager, settings: Settings) -> None:
-        self.pm = pm
+    def __init__(
+        self, pm: pluggy.PluginManager, settings: Settings, defaults: GenerationDefaults
+    ) -> None:
         self.hook = pm.hook
-        self.settings = settings
-        self.model: TextModel | None = None
+        self._settings = settings  # for the model plugin's load hook only
+        self.config = SchedulerConfig.from_settings(settings)
+        self.model: Model | None = None
+        self.info: ModelInfo | None = None
+        """Published once the model is loaded (immutable)."""
+        self.defaults = defaults
+        """Published, replaced whole by ``set_defaults`` (immutable)."""
         self.load_error: BaseException | None = None
         self.ready = threading.Event()
         self.slots: list[Slot] = []
         self.stats = EngineStats()
-        self.sampler_stages = collect_sampler_stages(pm)
-        self.default_sampling = default_params(settings)
         self._queue: deque[GenerationRequest] = deque()
         self._commands: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
         self._wakeup = threading.Condition()
@@ -130,7 +72,7 @@ class Engine:
         self._batch = DecodeBatch(0)
         self._thread = threading.Thread(target=self._run, name="llama-box-scheduler", daemon=True)
 
-    # --- lifecycle ---------------------------------------------------------------------
+    # --- called from other threads: the whole interface ---------------------------------
 
     def start(self) -> None:
         self._thread.start()
@@ -141,90 +83,61 @@ class Engine:
             self._wakeup.notify_all()
         self._thread.join()
 
-    def wait_until_settled(self) -> None:
-        """Block until the model has loaded or failed to (call it from a worker thread)."""
-        while not self.ready.wait(0.1) and self._thread.is_alive():
-            pass
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
-    def require_model(self) -> TextModel:
-        if self.model is None or not self.ready.is_set():
-            raise EngineNotReady("Loading model" if self.load_error is None else "Model failed")
-        return self.model
-
-    # --- the asyncio side --------------------------------------------------------------
-
-    def submit(self, request: GenerationRequest) -> None:
-        self.require_model()
-        request.loop = asyncio.get_running_loop()
-        request.timings.queued = time.perf_counter()
+    def enqueue(self, request: GenerationRequest) -> None:
         with self._wakeup:
             self._queue.append(request)
             self._wakeup.notify()
 
-    def cancel(self, request: GenerationRequest) -> None:
-        """Drop a request (its client went away); its slot frees at the next step."""
-        request.cancelled = True
+    def wake(self) -> None:
         with self._wakeup:
             self._wakeup.notify()
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
-        """Submit and yield events until the last one; cancels the request if the
-        consumer stops early (a client disconnect closes this generator)."""
-        self.submit(request)
-        finished = False
-        try:
-            while not finished:
-                event = await request.events.get()
-                finished = not isinstance(event, TokenEvent)
-                yield event
-        finally:
-            if not finished:
-                self.cancel(request)
-
-    async def run_in_scheduler(self, command: Callable[[], T]) -> T:
-        """Run ``command`` on the scheduler thread between two steps (the thread owns the
-        model, so KV-cache operations go through here) and return its result."""
-        self.require_model()
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    def call(self, command: Callable[[], Any], future: asyncio.Future[Any]) -> None:
+        """Run ``command`` on this thread between two steps; settle ``future`` with it."""
         with self._wakeup:
             self._commands.append((command, future))
             self._wakeup.notify()
-        return await future
 
-    async def save_slot(self, slot_id: int, path: str) -> tuple[int, int]:
+    # --- commands (run on this thread through ``call``) --------------------------------
+
+    def snapshot(self) -> EngineSnapshot:
+        n_ctx = self.info.n_ctx_slot if self.info else 0
+        return EngineSnapshot(
+            slots=tuple(slot.snapshot(n_ctx) for slot in self.slots),
+            stats=EngineStats(**{f: getattr(self.stats, f) for f in self.stats.__struct_fields__}),
+            n_queued=len(self._queue),
+        )
+
+    def set_defaults(self, defaults: GenerationDefaults) -> GenerationDefaults:
+        self.defaults = defaults
+        return defaults
+
+    def save_slot(self, slot_id: int, path: str) -> tuple[int, int]:
         """Write an idle slot's cache to ``path``: (tokens saved, bytes written)."""
+        slot = self._idle_slot(slot_id)
+        return len(slot.cache), self.model.save_slot(slot.id, path, slot.cache)  # type: ignore[union-attr]
 
-        def save() -> tuple[int, int]:
-            slot = self._idle_slot(slot_id)
-            return len(slot.cache), self.model.save_slot(slot.id, path, slot.cache)  # type: ignore[union-attr]
-
-        return await self.run_in_scheduler(save)
-
-    async def restore_slot(self, slot_id: int, path: str) -> tuple[int, int]:
+    def restore_slot(self, slot_id: int, path: str) -> tuple[int, int]:
         """Load a saved cache into an idle slot: (tokens restored, bytes read)."""
+        slot = self._idle_slot(slot_id)
+        slot.cache = []
+        tokens, read = self.model.restore_slot(slot.id, path)  # type: ignore[union-attr]
+        slot.cache = tokens
+        slot.n_past = len(tokens)
+        return len(tokens), read
 
-        def restore() -> tuple[int, int]:
-            slot = self._idle_slot(slot_id)
-            slot.cache = []
-            tokens, read = self.model.restore_slot(slot.id, path)  # type: ignore[union-attr]
-            slot.cache = tokens
-            slot.n_past = len(tokens)
-            return len(tokens), read
-
-        return await self.run_in_scheduler(restore)
-
-    async def erase_slot(self, slot_id: int) -> int:
+    def erase_slot(self, slot_id: int) -> int:
         """Forget an idle slot's cache; return how many tokens it held."""
-
-        def erase() -> int:
-            slot = self._idle_slot(slot_id)
-            erased = len(slot.cache)
-            self.model.clear_slot(slot.id)  # type: ignore[union-attr]
-            slot.cache = []
-            slot.n_past = 0
-            return erased
-
-        return await self.run_in_scheduler(erase)
+        slot = self._idle_slot(slot_id)
+        erased = len(slot.cache)
+        self.model.clear_slot(slot.id)  # type: ignore[union-attr]
+        slot.cache = []
+        slot.n_past = 0
+        return erased
 
     def _idle_slot(self, slot_id: int) -> Slot:
         if not 0 <= slot_id < len(self.slots):
@@ -234,58 +147,7 @@ class Engine:
             raise SlotBusy(f"slot {slot_id} is processing a request")
         return slot
 
-    async def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
-        model = self.require_model()
-        return await asyncio.to_thread(
-            self.hook.llama_box_tokenize,
-            model=model,
-            text=text,
-            add_special=add_special,
-            parse_special=parse_special,
-        )
-
-    async def detokenize(self, tokens: Sequence[int]) -> str:
-        model = self.require_model()
-        return await asyncio.to_thread(self.hook.llama_box_detokenize, model=model, tokens=tokens)
-
-    async def token_piece(self, token: int) -> bytes:
-        model = self.require_model()
-        return await asyncio.to_thread(
-            self.hook.llama_box_token_to_piece, model=model, token=token, special=True
-        )
-
-    async def create_sampler(self, params: SamplingParams, prompt: Sequence[int]) -> Sampler:
-        """Build a request's sampler off the event loop; ``ValueError`` for bad settings."""
-        model = self.require_model()
-        sampler = await asyncio.to_thread(
-            self.hook.llama_box_create_sampler,
-            model=model,
-            params=params,
-            stages=self.sampler_stages,
-            prompt=prompt,
-        )
-        if sampler is None:
-            raise ValueError("no plugin can build a sampler for this model")
-        return sampler
-
-    async def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
-        model = self.require_model()
-        return await asyncio.to_thread(
-            self.hook.llama_box_apply_chat_template,
-            model=model,
-            messages=messages,
-            settings=self.settings,
-        )
-
-    @property
-    def n_busy_slots(self) -> int:
-        return sum(not slot.idle for slot in self.slots)
-
-    @property
-    def n_queued(self) -> int:
-        return len(self._queue)
-
-    # --- the scheduler thread ----------------------------------------------------------
+    # --- the thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
@@ -316,8 +178,7 @@ class Engine:
         while self._commands:
             command, future = self._commands.popleft()
             try:
-                result: Any = command()
-                outcome = (future.set_result, result)
+                outcome: tuple[Callable[[Any], None], Any] = (future.set_result, command())
             except Exception as error:
                 outcome = (future.set_exception, error)
             future.get_loop().call_soon_threadsafe(_settle, future, *outcome)
@@ -328,21 +189,22 @@ class Engine:
                 self._wakeup.wait(IDLE_WAIT_SECONDS)
 
     def _load(self) -> None:
-        path = self.settings.model or ""
+        path = self._settings.model or ""
         started = time.perf_counter()
-        model = self.hook.llama_box_load_model(path=path, settings=self.settings)
+        model = self.hook.llama_box_load_model(path=path, settings=self._settings)
         if model is None:
             raise ValueError(f"no installed plugin can load {path!r}")
-        self.model = model
-        self.slots = [Slot(id=i) for i in range(model.n_slots)]
-        self._batch = DecodeBatch(max(self.settings.batch_size, model.n_slots))
+        self.model, info = model, model.info
+        self.slots = [Slot(id=i) for i in range(info.n_slots)]
+        self._batch = DecodeBatch(max(self.config.batch_size, info.n_slots))
         log.info(
             "model loaded in %.2f s: %s, %d slots of %d tokens",
             time.perf_counter() - started,
             path,
-            model.n_slots,
-            model.n_ctx_slot,
+            info.n_slots,
+            info.n_ctx_slot,
         )
+        self.info = info
         self.ready.set()
 
     def _shutdown(self) -> None:
@@ -360,6 +222,7 @@ class Engine:
         """Move queued requests into idle slots, oldest first."""
         now = time.perf_counter()
         admitted: list[tuple[Slot, GenerationRequest]] = []
+        config = self.config
         with self._wakeup:
             idle = [slot for slot in self.slots if slot.idle]
             while self._queue:
@@ -367,13 +230,16 @@ class Engine:
                 if request.cancelled:
                     self._queue.popleft()
                     request.sampler.close()
-                elif now - request.timings.queued > self.settings.timeout:
+                elif now - request.timings.queued > config.timeout:
                     self._queue.popleft()
                     request.sampler.close()
                     self._post(request, ErrorEvent(503, "Server is busy: no slot became free"))
                 elif idle:
                     self._queue.popleft()
-                    slot = self._choose_slot(idle, request)
+                    use_cache = config.cache_prompt and request.cache_prompt
+                    slot = choose_slot(
+                        idle, request.prompt, use_cache, config.slot_prompt_similarity
+                    )
                     idle.remove(slot)
                     admitted.append((slot, request))
                 else:
@@ -385,27 +251,20 @@ class Engine:
                 log.exception("could not start request %d", request.id)
                 self._finish_with_error(slot, 500, f"Could not start generation: {error}")
 
-    def _choose_slot(self, idle: list[Slot], request: GenerationRequest) -> Slot:
-        """The idle slot whose cache shares the longest prefix with the prompt, if it
-        shares enough of it (-sps); otherwise the one unused for longest."""
-        if self.settings.cache_prompt and request.cache_prompt:
-            best = max(idle, key=lambda slot: common_prefix(slot.cache, request.prompt))
-            shared = common_prefix(best.cache, request.prompt)
-            threshold = self.settings.slot_prompt_similarity
-            if shared and shared >= threshold * len(request.prompt):
-                return best
-        return min(idle, key=lambda slot: slot.last_used)
-
     def _start(self, slot: Slot, request: GenerationRequest, now: float) -> None:
-        model = self.model
-        assert model is not None
+        model, info, config = self.model, self.info, self.config
+        assert model is not None and info is not None
         slot.request = request
         reuse = 0
-        if self.settings.cache_prompt and request.cache_prompt:
+        if config.cache_prompt and request.cache_prompt:
             # At least the last prompt token is evaluated again: its logits start generation.
             reuse = min(common_prefix(slot.cache, request.prompt), len(request.prompt) - 1)
-            if self.settings.cache_reuse > 0 and model.can_shift:
-                reuse = self._reuse_chunks(slot, request.prompt, reuse)
+            if config.cache_reuse > 0 and info.can_shift:
+                moves, reuse = reusable_chunks(
+                    slot.cache, request.prompt, reuse, config.cache_reuse
+                )
+                for start, end, to in moves:
+                    model.move_slot_tokens(slot.id, start, end, to)
         if not model.keep_slot_prefix(slot.id, reuse):
             reuse = 0
         slot.cache = request.prompt[:reuse]
@@ -416,38 +275,15 @@ class Engine:
         slot.pending = request.prompt[reuse:]
         slot.n_past = reuse
         slot.n_predicted = 0
-        room = model.n_ctx_slot - len(request.prompt)
-        if self.settings.context_shift and model.can_shift:
+        room = info.n_ctx_slot - len(request.prompt)
+        if config.context_shift and info.can_shift:
             room = request.n_predict if request.n_predict >= 0 else sys.maxsize
         slot.limit = room if request.n_predict < 0 else min(request.n_predict, room)
         request.timings.prompt_start = now
 
-    def _reuse_chunks(self, slot: Slot, prompt: list[int], n_past: int) -> int:
-        """--cache-reuse, as llama-server does it: past the shared prefix, find runs of at
-        least N prompt tokens further on in the slot's cache and shift them into place
-        instead of evaluating them again. Returns how many prompt tokens are now cached."""
-        cache, limit = slot.cache, len(prompt) - 1
-        head_cache = head_prompt = n_past
-        while head_cache < len(cache) and head_prompt < limit:
-            run = 0
-            while (
-                head_cache + run < len(cache)
-                and head_prompt + run < limit
-                and cache[head_cache + run] == prompt[head_prompt + run]
-            ):
-                run += 1
-            if run >= self.settings.cache_reuse:
-                self.model.move_slot_tokens(  # type: ignore[union-attr]
-                    slot.id, head_cache, head_cache + run, head_prompt
-                )
-                head_cache += run
-                head_prompt += run
-            else:
-                head_cache += 1
-        return head_prompt
-
     def _step(self) -> None:
-        batch = self._batch
+        batch, info = self._batch, self.info
+        assert info is not None
         batch.clear()
         for slot in self.slots:
             if slot.request is not None and slot.request.cancelled:
@@ -460,9 +296,9 @@ class Engine:
             slot.batch_index = -1
             slot.n_in_batch = 0
             if slot.request is not None and not slot.pending:
-                if slot.n_past >= self.model.n_ctx_slot:  # type: ignore[union-attr]
+                if slot.n_past >= info.n_ctx_slot:
                     self._shift_context(slot)
-                slot.batch_index = batch.add([slot.next_token], slot.n_past, slot.id, True)
+                slot.batch_index = batch.add([slot.next_token], slot.n_past, slot.id)
                 slot.n_in_batch = 1
                 n_decode += 1
         for slot in self.slots:
@@ -470,23 +306,17 @@ class Engine:
                 continue
             chunk = slot.pending[: batch.room]
             last = len(chunk) == len(slot.pending)
-            index = batch.add(chunk, slot.n_past, slot.id, logits_last=last)
-            slot.batch_index = index if last else -1
+            slot.batch_index = batch.add(chunk, slot.n_past, slot.id, "last" if last else "none")
             slot.n_in_batch = len(chunk)
         if batch.n_tokens == 0:
             return
 
-        model = self.model
         started = time.perf_counter()
         try:
-            self.hook.llama_box_decode(model=model, batch=batch)
+            if self.hook.llama_box_decode(model=self.model, batch=batch) is None:
+                raise DecodeError("no plugin decodes this model")
         except DecodeError as error:
-            log.error("decode failed: %s", error)
-            for slot in self.slots:
-                if slot.n_in_batch:
-                    slot.cache = []  # what the failed batch left in the KV cache is unknown
-                    self.model.clear_slot(slot.id)  # type: ignore[union-attr]
-                    self._finish_with_error(slot, 500, f"Decoding failed: {error}")
+            self._fail_batch(error)
             return
 
         now = time.perf_counter()
@@ -508,15 +338,24 @@ class Engine:
                 self._on_logits(slot, now, outbox)
         self._post_many(outbox)
 
+    def _fail_batch(self, error: DecodeError) -> None:
+        """Fail the requests in a batch that could not be decoded; the rest go on."""
+        log.error("decode failed: %s", error)
+        for slot in self.slots:
+            if slot.n_in_batch:
+                slot.cache = []  # what the failed batch left in the KV cache is unknown
+                self.model.clear_slot(slot.id)  # type: ignore[union-attr]
+                self._finish_with_error(slot, error.status, f"Decoding failed: {error}")
+
     def _shift_context(self, slot: Slot) -> None:
         """The slot is full: drop half of what follows the kept prompt head, as
         llama-server does, and go on. Only reached with --context-shift."""
-        request = slot.request
-        assert request is not None and self.model is not None
+        request, model, info = slot.request, self.model, self.info
+        assert request is not None and model is not None and info is not None
         n_keep = len(request.prompt) if request.n_keep < 0 else request.n_keep
-        n_keep = min(n_keep + self.model.add_bos, slot.n_past - 1)
+        n_keep = min(n_keep + info.add_bos, slot.n_past - 1)
         n_discard = (slot.n_past - n_keep) // 2
-        self.model.shift_slot(slot.id, n_keep, n_discard, slot.n_past)
+        model.shift_slot(slot.id, n_keep, n_discard, slot.n_past)
         del slot.cache[n_keep : n_keep + n_discard]
         slot.n_past -= n_discard
         slot.truncated = True
@@ -531,28 +370,24 @@ class Engine:
         stats.prefill_seconds += seconds * n_prefill / total
         stats.decode_seconds += seconds * n_decode / total
 
-    @property
-    def kv_cache_tokens(self) -> int:
-        return sum(slot.n_past for slot in self.slots if not slot.idle)
-
     def _on_logits(
         self, slot: Slot, now: float, outbox: list[tuple[GenerationRequest, Event]]
     ) -> None:
-        request, assembler = slot.request, slot.assembler
-        assert request is not None and assembler is not None
+        request, assembler, model = slot.request, slot.assembler, self.model
+        assert request is not None and assembler is not None and model is not None
         if slot.limit <= 0:
             outbox.append((request, self._finish(slot, "length", "limit", "")))
             return
         token = self.hook.llama_box_sample(
-            model=self.model, sampler=slot.sampler, batch_index=slot.batch_index
+            model=model, sampler=slot.sampler, batch_index=slot.batch_index
         )
         slot.n_predicted += 1
         request.timings.last_token = now
         probabilities = slot.sampler.last_probabilities if request.params.n_probs else None  # type: ignore[union-attr]
-        if not request.params.ignore_eos and self.model.is_end_of_generation(token):  # type: ignore[union-attr]
+        if not request.params.ignore_eos and model.is_end_of_generation(token):
             outbox.append((request, self._finish(slot, "stop", "eos", "")))
             return
-        piece = self.hook.llama_box_token_to_piece(model=self.model, token=token, special=False)
+        piece = self.hook.llama_box_token_to_piece(model=model, token=token, special=False)
         text, stop_word = assembler.feed(piece)
         outbox.append((request, TokenEvent(text, token, probabilities)))
         if stop_word is not None:
@@ -615,13 +450,8 @@ class Engine:
                 loop.call_soon_threadsafe(_deliver, items)
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens two sequences share."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
+class SlotBusy(RuntimeError):
+    """A slot operation needs an idle slot."""
 
 
 def _settle(future: asyncio.Future[Any], setter: Callable[[Any], None], value: Any) -> None:

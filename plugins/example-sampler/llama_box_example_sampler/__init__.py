@@ -12,7 +12,8 @@ from collections.abc import Callable
 import numpy as np
 
 from llama_box_core.hookspecs import hookimpl
-from llama_box_core.types import Candidates, SamplingParams, StageFactory, TextModel
+from llama_box_core.model import Model
+from llama_box_core.types import Candidates, SamplingParams, StageFactory
 
 WINDOW = 8
 
@@ -32,7 +33,7 @@ class NoRepeat:
         self.recent.append(token)
 
 
-def make_stage(params: SamplingParams, model: TextModel) -> NoRepeat:
+def make_stage(params: SamplingParams, model: Model) -> NoRepeat:
     return NoRepeat()
 
 

@@ -7,19 +7,14 @@ import functools
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import llama_cpp as lc
 
+from llama_box_core.model import DecodeBatch, ModelInfo
 from llama_box_core.settings import Settings
-from llama_box_core.types import (
-    ChatMessage,
-    DecodeBatch,
-    DecodeError,
-    SamplingParams,
-    StageFactory,
-)
+from llama_box_core.types import ChatMessage, SamplingParams, StageFactory
 from llama_box_llamacpp import repack
+from llama_box_llamacpp.batch import LlamaCppOutputs, decode_batch
 from llama_box_llamacpp.params import context_params, model_params
 from llama_box_llamacpp.sampling import LlamaCppSampler
 
@@ -76,7 +71,6 @@ class LlamaCppModel:
 
     def __init__(self, path: str, settings: Settings) -> None:
         init_backend()
-        self.path = path
         choice = choose_repack(path, settings)
         log.info("weight repacking %s: %s", "on" if choice.enabled else "off", choice.reason)
         params = model_params(settings, repack=choice.enabled)
@@ -84,6 +78,7 @@ class LlamaCppModel:
         if not self._model:
             raise ValueError(f"llama.cpp could not load the model file {path!r}")
         self._ctx = None
+        self._outputs: LlamaCppOutputs | None = None
         try:
             self._ctx = lc.llama_init_from_model(self._model, context_params(settings))
             if not self._ctx:
@@ -93,33 +88,67 @@ class LlamaCppModel:
             raise
         self.vocab = lc.llama_model_get_vocab(self._model)
         self._memory = lc.llama_get_memory(self._ctx)
-        self.architecture = self.meta("general.architecture") or "unknown"
-        self.n_ctx_train = lc.llama_model_n_ctx_train(self._model)
-        self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
-        self.add_bos = bool(lc.llama_vocab_get_add_bos(self.vocab))
-        self.n_slots = settings.n_parallel
-        self.n_ctx_slot = lc.llama_n_ctx_seq(self._ctx)
-        self.can_shift = bool(lc.llama_memory_can_shift(self._memory))
-        if (settings.context_shift or settings.cache_reuse) and not self.can_shift:
+        self.info = self._describe(path, settings)
+        if (settings.context_shift or settings.cache_reuse) and not self.info.can_shift:
             log.warning("this model's KV cache cannot shift: context shift and cache reuse off")
-        self.fim_tokens = {
-            "pre": lc.llama_vocab_fim_pre(self.vocab),
-            "suf": lc.llama_vocab_fim_suf(self.vocab),
-            "mid": lc.llama_vocab_fim_mid(self.vocab),
-            "rep": lc.llama_vocab_fim_rep(self.vocab),
-            "sep": lc.llama_vocab_fim_sep(self.vocab),
-        }
-        raw_template = lc.llama_model_chat_template(self._model, None)
-        self.chat_template = raw_template.decode() if raw_template else None
-        self.builtin_template = self._choose_builtin_template(settings)
-        self.special_tokens = {
-            "bos_token": self._special_text(lc.llama_vocab_bos(self.vocab)),
-            "eos_token": self._special_text(lc.llama_vocab_eos(self.vocab)),
-        }
         if settings.warmup:
             self._warm_up(settings)
 
-    def _choose_builtin_template(self, settings: Settings) -> str:
+    def _describe(self, path: str, settings: Settings) -> ModelInfo:
+        vocab = self.vocab
+        architecture = self.meta("general.architecture") or "unknown"
+        raw_template = lc.llama_model_chat_template(self._model, None)
+        chat_template = raw_template.decode() if raw_template else None
+        fim_tokens = {
+            "pre": lc.llama_vocab_fim_pre(vocab),
+            "suf": lc.llama_vocab_fim_suf(vocab),
+            "mid": lc.llama_vocab_fim_mid(vocab),
+            "rep": lc.llama_vocab_fim_rep(vocab),
+            "sep": lc.llama_vocab_fim_sep(vocab),
+        }
+        capabilities = {"completion"}
+        if lc.llama_memory_can_shift(self._memory):
+            capabilities.add("kv_shift")
+        if all(fim_tokens[name] >= 0 for name in ("pre", "suf", "mid")):
+            capabilities.add("infill")
+        n_ctx_slot = lc.llama_n_ctx_seq(self._ctx)
+        n_vocab = lc.llama_vocab_n_tokens(vocab)
+        return ModelInfo(
+            kind="text",
+            path=path,
+            architecture=architecture,
+            n_ctx_train=lc.llama_model_n_ctx_train(self._model),
+            n_vocab=n_vocab,
+            n_embd=lc.llama_model_n_embd(self._model),
+            n_slots=settings.n_parallel,
+            n_ctx_slot=n_ctx_slot,
+            add_bos=bool(lc.llama_vocab_get_add_bos(vocab)),
+            chat_template=chat_template,
+            builtin_template=self._choose_builtin_template(settings, chat_template, architecture),
+            special_tokens={
+                "bos_token": self._special_text(lc.llama_vocab_bos(vocab)),
+                "eos_token": self._special_text(lc.llama_vocab_eos(vocab)),
+            },
+            fim_tokens=fim_tokens,
+            capabilities=frozenset(capabilities),
+            metadata={
+                "vocab_type": lc.llama_vocab_type(vocab),
+                "n_vocab": n_vocab,
+                "n_ctx_train": lc.llama_model_n_ctx_train(self._model),
+                "n_embd": lc.llama_model_n_embd(self._model),
+                "n_params": lc.llama_model_n_params(self._model),
+                "size": lc.llama_model_size(self._model),
+                "n_ctx": n_ctx_slot * settings.n_parallel,
+                "n_slot": settings.n_parallel,
+                "n_ctx_slot": n_ctx_slot,
+                "architecture": architecture,
+            },
+        )
+
+    @staticmethod
+    def _choose_builtin_template(
+        settings: Settings, chat_template: str | None, architecture: str
+    ) -> str:
         """The template ``llama_chat_apply_template`` renders when --jinja is off."""
         if settings.chat_template:
             if settings.chat_template not in builtin_templates():
@@ -128,13 +157,13 @@ class LlamaCppModel:
                     f"built-in: {', '.join(builtin_templates())}"
                 )
             return settings.chat_template
-        if self.chat_template:
-            return self.chat_template  # llama.cpp recognises the family from the text
-        name = ARCHITECTURE_TEMPLATES.get(self.architecture, FALLBACK_TEMPLATE)
+        if chat_template:
+            return chat_template  # llama.cpp recognises the family from the text
+        name = ARCHITECTURE_TEMPLATES.get(architecture, FALLBACK_TEMPLATE)
         log.info(
             "the model has no chat template; using the built-in %r for architecture %r",
             name,
-            self.architecture,
+            architecture,
         )
         return name
 
@@ -145,12 +174,12 @@ class LlamaCppModel:
         text = "The quick brown fox jumps over the lazy dog. " * 8
         tokens = self.tokenize(text, add_special=True, parse_special=False)
         room = min(WARMUP_TOKENS, settings.batch_size)
-        second_sequence = self.n_slots > 1 and room > 2
+        second_sequence = self.info.n_slots > 1 and room > 2
         tokens = tokens[: room - second_sequence]
         batch = DecodeBatch(room)
-        batch.add(tokens, 0, 0, logits_last=True)
+        batch.add(tokens, 0, 0)
         if second_sequence:
-            batch.add(tokens[:1], 0, 1, logits_last=True)
+            batch.add(tokens[:1], 0, 1)
         log.info(
             "warming up with a batch of %d tokens (a native crash here is llama.cpp's: "
             "try --no-repack)",
@@ -166,20 +195,6 @@ class LlamaCppModel:
         n = lc.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
 
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "vocab_type": lc.llama_vocab_type(self.vocab),
-            "n_vocab": self.n_vocab,
-            "n_ctx_train": self.n_ctx_train,
-            "n_embd": lc.llama_model_n_embd(self._model),
-            "n_params": lc.llama_model_n_params(self._model),
-            "size": lc.llama_model_size(self._model),
-            "n_ctx": self.n_ctx_slot * self.n_slots,
-            "n_slot": self.n_slots,
-            "n_ctx_slot": self.n_ctx_slot,
-            "architecture": self.architecture,
-        }
-
     def is_end_of_generation(self, token: int) -> bool:
         return bool(lc.llama_vocab_is_eog(self.vocab, token))
 
@@ -188,7 +203,7 @@ class LlamaCppModel:
         """Every end-of-generation token (``ignore_eos`` bans them all, as llama-server
         does); found by one scan of the vocabulary, on first use."""
         is_eog = lc.llama_vocab_is_eog
-        return [t for t in range(self.n_vocab) if is_eog(self.vocab, t)]
+        return [t for t in range(self.info.n_vocab) if is_eog(self.vocab, t)]
 
     # --- text --------------------------------------------------------------------------
 
@@ -206,6 +221,9 @@ class LlamaCppModel:
 
     def token_to_piece(self, token: int, special: bool) -> bytes:
         self.check_tokens((token,))
+        return self._piece(token, special)
+
+    def _piece(self, token: int, special: bool) -> bytes:
         buf = ctypes.create_string_buffer(64)
         n = lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
@@ -215,19 +233,21 @@ class LlamaCppModel:
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         self.check_tokens(tokens)
-        return b"".join(self.token_to_piece(t, special=True) for t in tokens).decode(
+        return b"".join(self._piece(t, special=True) for t in tokens).decode(
             "utf-8", errors="replace"
         )
 
     def check_tokens(self, tokens: Sequence[int]) -> None:
         for token in tokens:
-            if not 0 <= token < self.n_vocab:
-                raise ValueError(f"token id {token} is outside the vocabulary [0, {self.n_vocab})")
+            if not 0 <= token < self.info.n_vocab:
+                raise ValueError(
+                    f"token id {token} is outside the vocabulary [0, {self.info.n_vocab})"
+                )
 
     def _special_text(self, token: int) -> str:
         if token < 0:
             return ""
-        return self.token_to_piece(token, special=True).decode("utf-8", errors="replace")
+        return self._piece(token, special=True).decode("utf-8", errors="replace")
 
     def apply_builtin_template(self, messages: Sequence[ChatMessage]) -> str:
         encoded = [(m.role.encode(), m.content.encode("utf-8", errors="replace")) for m in messages]
@@ -235,27 +255,24 @@ class LlamaCppModel:
         for item, (role, content) in zip(chat, encoded, strict=True):
             item.role = role
             item.content = content
-        template = self.builtin_template.encode()
+        template = self.info.builtin_template.encode()
         size = sum(len(role) + len(content) for role, content in encoded) * 2 + 256
         while True:
             buf = ctypes.create_string_buffer(size)
             n = lc.llama_chat_apply_template(template, chat, len(encoded), True, buf, size)
             if n < 0:
-                raise ValueError(f"the chat template {self.builtin_template!r} is not supported")
+                raise ValueError(
+                    f"the chat template {self.info.builtin_template!r} is not supported"
+                )
             if n <= size:
                 return buf.raw[:n].decode("utf-8", errors="replace")
             size = n
 
     # --- generation (scheduler thread) -------------------------------------------------
 
-    def decode(self, batch: DecodeBatch) -> None:
-        native = batch.native
-        if native is None:
-            native = batch.native = NativeBatch(batch)
-        native.batch.n_tokens = batch.n_tokens
-        rc = lc.llama_decode(self._ctx, native.batch)
-        if rc != 0:
-            raise DecodeError(f"llama_decode returned {rc} for {batch.n_tokens} tokens")
+    def decode(self, batch: DecodeBatch) -> LlamaCppOutputs:
+        self._outputs = decode_batch(self._ctx, batch, self.info.n_vocab, self.info.n_embd)
+        return self._outputs
 
     def clear_slot(self, slot_id: int) -> None:
         lc.llama_memory_seq_rm(self._memory, slot_id, -1, -1)
@@ -283,7 +300,7 @@ class LlamaCppModel:
 
     def restore_slot(self, slot_id: int, path: str) -> tuple[list[int], int]:
         self.clear_slot(slot_id)
-        capacity = self.n_ctx_slot
+        capacity = self.info.n_ctx_slot
         tokens = (lc.llama_token * capacity)()
         count = ctypes.c_size_t(0)
         read = lc.llama_state_seq_load_file(
@@ -308,7 +325,7 @@ class LlamaCppModel:
         return LlamaCppSampler(self, params, stages, prompt)
 
     def sample(self, sampler: LlamaCppSampler, batch_index: int) -> int:
-        return sampler.sample(self._ctx, batch_index)
+        return sampler.sample(self._ctx, self._outputs.native_row(batch_index))
 
     def close(self) -> None:
         if self._ctx:
@@ -328,29 +345,3 @@ def choose_repack(path: str, settings: Settings) -> repack.RepackChoice:
         verdicts=repack.VerdictStore.default(),
         llama_version=lc.__version__,
     )
-
-
-class NativeBatch:
-    """A ``llama_batch`` whose arrays are the ``DecodeBatch``'s numpy arrays: filling the
-    batch in Python writes straight into what llama_decode reads."""
-
-    def __init__(self, batch: DecodeBatch) -> None:
-        import numpy as np
-
-        self._keep = batch
-        self._n_seq_id = np.ones(batch.capacity, dtype=np.int32)
-        int_p = ctypes.POINTER(ctypes.c_int32)
-        base = batch.seq_id.ctypes.data
-        # seq_id is int32**: entry i points at the i-th int32 of the seq_id array.
-        self._seq_ptrs = (int_p * batch.capacity)(
-            *(ctypes.cast(base + 4 * i, int_p) for i in range(batch.capacity))
-        )
-        self.batch = lc.llama_batch(
-            n_tokens=0,
-            token=batch.token.ctypes.data_as(int_p),
-            embd=None,
-            pos=batch.pos.ctypes.data_as(int_p),
-            n_seq_id=self._n_seq_id.ctypes.data_as(int_p),
-            seq_id=self._seq_ptrs,
-            logits=batch.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
-        )

@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from llama_box_core.hookspecs import hookimpl
+from llama_box_core.model import DecodeBatch, DecodeOutputs
 from llama_box_core.settings import Settings
-from llama_box_core.types import ChatMessage, DecodeBatch, SamplingParams, StageFactory
+from llama_box_core.types import ChatMessage, SamplingParams, StageFactory
 
 if TYPE_CHECKING:
     from llama_box_llamacpp.model import LlamaCppModel
@@ -78,11 +79,10 @@ def llama_box_token_to_piece(model: object, token: int, special: bool) -> bytes 
 
 
 @hookimpl
-def llama_box_decode(model: object, batch: DecodeBatch) -> bool | None:
+def llama_box_decode(model: object, batch: DecodeBatch) -> DecodeOutputs | None:
     if (owned := _owned(model)) is None:
         return None
-    owned.decode(batch)
-    return True
+    return owned.decode(batch)
 
 
 @hookimpl

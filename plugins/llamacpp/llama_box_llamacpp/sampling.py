@@ -47,7 +47,7 @@ def _seed(params: SamplingParams) -> int:
 
 
 def _last_n(value: int, model: LlamaCppModel) -> int:
-    return model.n_ctx_slot if value < 0 else value
+    return model.info.n_ctx_slot if value < 0 else value
 
 
 def _dry(params: SamplingParams, model: LlamaCppModel) -> NativeStage:
@@ -78,7 +78,7 @@ def _temperature(params: SamplingParams, model: LlamaCppModel) -> NativeStage:
 BUILTIN_STAGES: dict[str, Callable[[SamplingParams, LlamaCppModel], NativeStage]] = {
     "penalties": lambda p, m: NativeStage(
         lc.llama_sampler_init_penalties(
-            m.n_vocab,
+            m.info.n_vocab,
             _last_n(p.repeat_last_n, m),
             p.repeat_penalty,
             p.frequency_penalty,
@@ -205,12 +205,16 @@ class LlamaCppSampler:
         if biases:
             model.check_tokens([token for token, _ in biases])
             array = (lc.llama_logit_bias * len(biases))(*biases)
-            add(NativeStage(lc.llama_sampler_init_logit_bias(model.n_vocab, len(biases), array)))
+            add(
+                NativeStage(
+                    lc.llama_sampler_init_logit_bias(model.info.n_vocab, len(biases), array)
+                )
+            )
         if params.mirostat:
             add(_temperature(params, model))
             pointer = (
                 lc.llama_sampler_init_mirostat(
-                    model.n_vocab,
+                    model.info.n_vocab,
                     _seed(params),
                     params.mirostat_tau,
                     params.mirostat_eta,
@@ -249,7 +253,7 @@ class LlamaCppSampler:
     def _sample_with_probabilities(self, ctx: Any, batch_index: int) -> int:
         """Run the chain over our own candidate array, so what is left after it (the
         post-sampling probabilities) can be read back."""
-        n_vocab = self.model.n_vocab
+        n_vocab = self.model.info.n_vocab
         logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, batch_index), (n_vocab,))
         if self._candidates is None:
             self._candidates = np.empty(n_vocab, dtype=TOKEN_DATA)

@@ -15,6 +15,7 @@ from msgspec import Meta
 
 from llama_box_core.engine import Engine, ErrorEvent, FinishEvent, TokenEvent
 from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings
 from llama_box_core.types import ChatMessage
 from llama_box_server import probabilities
 from llama_box_server.errors import ApiError
@@ -117,7 +118,10 @@ def flatten(message: MessageIn) -> ChatMessage:
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(
-    data: JSONBody[ChatCompletionRequest], engine: NamedDependency[Engine], request: Request
+    data: JSONBody[ChatCompletionRequest],
+    engine: NamedDependency[Engine],
+    settings: NamedDependency[Settings],
+    request: Request,
 ) -> ChatCompletion | EventStream:
     try:
         prompt = await engine.apply_chat_template([flatten(m) for m in data.messages])
@@ -127,6 +131,7 @@ async def chat_completions(
     top_n = (data.top_logprobs or 0) if data.logprobs else None
     requests = await build_requests(
         engine,
+        settings,
         [prompt],
         data,
         max_tokens,
@@ -136,7 +141,7 @@ async def chat_completions(
     header = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "created": int(time.time()),
-        "model": data.model or engine.settings.model_name,
+        "model": data.model or settings.model_name,
     }
     if data.stream:
         events = await start_stream(engine, request, requests)

@@ -21,6 +21,7 @@ from llama_box_core.engine import (
     TokenEvent,
 )
 from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings
 from llama_box_server import probabilities
 from llama_box_server.generation import (
     MAX_PROBS,
@@ -86,7 +87,8 @@ class NativeChunk(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 def native_result(
-    engine: Engine,
+    model: str,
+    n_ctx: int,
     request: GenerationRequest,
     index: int,
     prompt: str,
@@ -100,11 +102,11 @@ def native_result(
         tokens=done.tokens if return_tokens else [],
         id_slot=finish.slot_id,
         stop=True,
-        model=engine.settings.model_name,
+        model=model,
         tokens_predicted=finish.n_predicted,
         tokens_evaluated=finish.n_prompt,
         tokens_cached=finish.n_cached,
-        generation_settings=generation_settings(engine, request),
+        generation_settings=generation_settings(model, n_ctx, request),
         prompt=prompt,
         has_new_line="\n" in done.text,
         truncated=finish.truncated,
@@ -117,11 +119,11 @@ def native_result(
     )
 
 
-def generation_settings(engine: Engine, request: GenerationRequest) -> dict[str, Any]:
+def generation_settings(model: str, n_ctx: int, request: GenerationRequest) -> dict[str, Any]:
     """What the request ran with, as llama-server reports it."""
     return {
-        "n_ctx": engine.require_model().n_ctx_slot,
-        "model": engine.settings.model_name,
+        "n_ctx": n_ctx,
+        "model": model,
         "n_predict": request.n_predict,
         "stop": request.stop,
         **msgspec.structs.asdict(request.params),
@@ -134,33 +136,38 @@ def n_predict_of(data: NativeFields) -> int | None:
 
 @post("/completion", status_code=200)
 async def completion(
-    data: JSONBody[CompletionRequest], engine: NamedDependency[Engine], request: Request
+    data: JSONBody[CompletionRequest],
+    engine: NamedDependency[Engine],
+    settings: NamedDependency[Settings],
+    request: Request,
 ) -> NativeCompletion | list[NativeCompletion] | EventStream:
-    return await run_native(engine, request, data, split_prompts(data.prompt))
+    return await run_native(engine, settings, request, data, split_prompts(data.prompt))
 
 
 async def run_native(
     engine: Engine,
+    settings: Settings,
     request: Request,
     data: NativeFields,
     prompts: Sequence[str | list[PromptPart]],
 ) -> NativeCompletion | list[NativeCompletion] | EventStream:
     """Generate for each prompt, answering in llama.cpp's native shape."""
-    requests = await build_requests(engine, prompts, data, n_predict_of(data))
+    requests = await build_requests(engine, settings, prompts, data, n_predict_of(data))
+    model, n_ctx = settings.model_name, engine.info.n_ctx_slot
     if data.stream:
-        return EventStream(
-            native_stream(engine, requests, await start_stream(engine, request, requests))
-        )
+        events = await start_stream(engine, request, requests)
+        return EventStream(native_stream(model, n_ctx, requests, events))
     done = await collect_all(engine, request, requests)
     results = [
-        native_result(engine, r, i, await engine.detokenize(r.prompt), d, data.return_tokens)
+        native_result(model, n_ctx, r, i, await engine.detokenize(r.prompt), d, data.return_tokens)
         for i, (r, d) in enumerate(zip(requests, done, strict=True))
     ]
     return results if len(results) > 1 else results[0]
 
 
 async def native_stream(
-    engine: Engine,
+    model: str,
+    n_ctx: int,
     requests: list[GenerationRequest],
     events: AsyncIterator[tuple[int, Any]],
 ) -> AsyncIterator[bytes]:
@@ -178,7 +185,7 @@ async def native_stream(
             )
         elif isinstance(event, FinishEvent):
             done = Completed(event.text, event)
-            final = native_result(engine, requests[index], index, "", done, False)
+            final = native_result(model, n_ctx, requests[index], index, "", done, False)
             yield sse(final)
         elif isinstance(event, ErrorEvent):
             yield sse_error(event)
@@ -217,11 +224,15 @@ class LegacyCompletion(msgspec.Struct, kw_only=True):
 
 @post("/v1/completions", status_code=200)
 async def legacy_completions(
-    data: JSONBody[LegacyCompletionRequest], engine: NamedDependency[Engine], request: Request
+    data: JSONBody[LegacyCompletionRequest],
+    engine: NamedDependency[Engine],
+    settings: NamedDependency[Settings],
+    request: Request,
 ) -> LegacyCompletion | EventStream:
     top_n = data.logprobs
     requests = await build_requests(
         engine,
+        settings,
         split_prompts(data.prompt),
         data,
         data.max_tokens,
@@ -231,7 +242,7 @@ async def legacy_completions(
     header = {
         "id": f"cmpl-{uuid.uuid4().hex}",
         "created": int(time.time()),
-        "model": data.model or engine.settings.model_name,
+        "model": data.model or settings.model_name,
     }
     if data.stream:
         events = await start_stream(engine, request, requests)

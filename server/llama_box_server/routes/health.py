@@ -18,7 +18,7 @@ class Health(msgspec.Struct):
 
 @get("/health", sync_to_thread=False)
 def health(engine: NamedDependency[Engine]) -> Health:
-    engine.require_model()
+    engine.info  # noqa: B018 -- EngineNotReady (503) while the model loads
     return Health(status="ok")
 
 

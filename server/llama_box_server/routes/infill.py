@@ -11,6 +11,7 @@ from litestar.params import JSONBody
 
 from llama_box_core.engine import Engine
 from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings
 from llama_box_server.errors import ApiError
 from llama_box_server.generation import EventStream
 from llama_box_server.routes.completions import NativeCompletion, NativeFields, run_native
@@ -34,9 +35,8 @@ class InfillRequest(NativeFields, kw_only=True):
 async def infill_tokens(engine: Engine, data: InfillRequest) -> list[int]:
     """``[extra] <FIM_PRE>prefix<FIM_SUF>suffix<FIM_MID>prompt``; with the repo-level
     pattern (``<FIM_REP>`` and ``<FIM_SEP>``) when the model has those tokens."""
-    model = engine.require_model()
-    fim = model.fim_tokens
-    if min(fim["pre"], fim["suf"], fim["mid"]) < 0:
+    fim = engine.info.fim_tokens
+    if "infill" not in engine.info.capabilities:
         raise ApiError(400, "This model has no fill-in-the-middle tokens: /infill needs them")
 
     async def text(value: str) -> list[int]:
@@ -66,9 +66,13 @@ async def infill_tokens(engine: Engine, data: InfillRequest) -> list[int]:
 
 @post("/infill", status_code=200)
 async def infill(
-    data: JSONBody[InfillRequest], engine: NamedDependency[Engine], request: Request
+    data: JSONBody[InfillRequest],
+    engine: NamedDependency[Engine],
+    settings: NamedDependency[Settings],
+    request: Request,
 ) -> NativeCompletion | list[NativeCompletion] | EventStream:
-    return await run_native(engine, request, data, [await infill_tokens(engine, data)])
+    prompt = await infill_tokens(engine, data)
+    return await run_native(engine, settings, request, data, [prompt])
 
 
 @hookimpl

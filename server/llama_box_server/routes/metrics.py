@@ -1,6 +1,6 @@
 """GET /metrics (with ``--metrics``): Prometheus text format, under the ``llamabox:`` names
-of LLaMA Box and the ``llamacpp:`` names of llama-server, read from the engine at scrape
-time."""
+of LLaMA Box and the ``llamacpp:`` names of llama-server, from a snapshot the scheduler
+takes at scrape time."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from llama_box_core.engine import Engine
+from llama_box_core.engine import Engine, EngineSnapshot
 from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings
 from llama_box_server.errors import ApiError
 
 TEXT_FORMAT = "text/plain; version=0.0.4"
 """The classic text exposition format, which ``generate_latest`` writes (Litestar adds
 the charset)."""
 
-# (name, help, key into EngineCollector.values; None: images and speculative decoding, which
+# (name, help, key into SnapshotCollector.values; None: images and speculative decoding, which
 # this build does not serve, stay at 0). Every counter name ends in _total, which
 # prometheus-client keeps as the sample name, so the exposed names are exactly these.
 COUNTERS = (
@@ -105,30 +106,27 @@ GAUGES = (
 )
 
 
-class EngineCollector(Collector):
-    """Yields every metric from the engine's figures of the moment; nothing is stored, so
-    a scrape costs nothing between scrapes."""
+class SnapshotCollector(Collector):
+    """Yields every metric from one snapshot of the engine, taken for this scrape."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, snapshot: EngineSnapshot, capacity: int) -> None:
+        self.snapshot = snapshot
+        self.capacity = capacity
+        """KV cells of every slot together."""
 
     def values(self) -> dict[str, float]:
-        engine = self.engine
-        stats = engine.stats
-        model = engine.model
-        capacity = model.n_ctx_slot * model.n_slots if model is not None else 0
-        kv_tokens = engine.kv_cache_tokens
+        stats, kv_tokens = self.snapshot.stats, self.snapshot.kv_cache_tokens
         return {
             "prefill_tokens": stats.prefill_tokens,
             "prefill_seconds": stats.prefill_seconds,
             "decode_tokens": stats.decode_tokens,
             "decode_seconds": stats.decode_seconds,
             "prefill_per_second": _rate(stats.prefill_tokens, stats.prefill_seconds),
-            "decode_per_second": _rate(stats.decode_tokens, stats.decode_seconds),
-            "kv_cache_usage_ratio": kv_tokens / capacity if capacity else 0.0,
+            "decode_per_second": stats.decode_tokens_per_second,
+            "kv_cache_usage_ratio": kv_tokens / self.capacity if self.capacity else 0.0,
             "kv_cache_tokens": kv_tokens,
-            "requests_processing": engine.n_busy_slots,
-            "requests_deferred": engine.n_queued,
+            "requests_processing": self.snapshot.n_busy_slots,
+            "requests_deferred": self.snapshot.n_queued,
         }
 
     def collect(self) -> Iterator[Metric]:
@@ -143,21 +141,23 @@ def _rate(tokens: int, seconds: float) -> float:
     return tokens / seconds if seconds > 0 else 0.0
 
 
-def create_registry(engine: Engine) -> CollectorRegistry:
-    """A registry of this app's own (never prometheus-client's global one), so several
-    apps in one process, as in tests, each report their own engine."""
+def exposition(snapshot: EngineSnapshot, capacity: int) -> bytes:
+    """The Prometheus text of one snapshot, through a registry of its own (never
+    prometheus-client's global one, so several apps in one process stay apart)."""
     registry = CollectorRegistry()
-    registry.register(EngineCollector(engine))
-    return registry
+    registry.register(SnapshotCollector(snapshot, capacity))
+    return generate_latest(registry)
 
 
-@get("/metrics", sync_to_thread=False)
-def metrics(
-    engine: NamedDependency[Engine], metrics_registry: NamedDependency[CollectorRegistry]
+@get("/metrics")
+async def metrics(
+    engine: NamedDependency[Engine], settings: NamedDependency[Settings]
 ) -> Response[bytes]:
-    if not engine.settings.metrics:
+    if not settings.metrics:
         raise ApiError(501, "This server does not support metrics endpoint.")
-    return Response(generate_latest(metrics_registry), media_type=TEXT_FORMAT)
+    info = engine.info
+    snapshot = await engine.snapshot()
+    return Response(exposition(snapshot, info.n_ctx_slot * info.n_slots), media_type=TEXT_FORMAT)
 
 
 @hookimpl

@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 
 from llama_box_core.engine import Engine
 from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings
 
 STARTED = int(time.time())
 
@@ -30,14 +31,13 @@ class ModelList(msgspec.Struct):
 
 
 @get(["/v1/models", "/models"], sync_to_thread=False)
-def list_models(engine: NamedDependency[Engine]) -> ModelList:
-    model = engine.require_model()
+def list_models(engine: NamedDependency[Engine], settings: NamedDependency[Settings]) -> ModelList:
     entry = Model(
-        id=engine.settings.model_name,
+        id=settings.model_name,
         object="model",
         created=STARTED,
         owned_by="llama-box",
-        meta=model.metadata(),
+        meta=engine.info.metadata,
     )
     return ModelList(object="list", data=[entry])
 

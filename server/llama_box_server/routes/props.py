@@ -67,10 +67,6 @@ class PropsUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     default_generation_settings: GenerationSettingsUpdate
 
 
-SETTINGS_NAMES = {"temperature": "temp"}
-"""Where a request field's default lives in Settings, when the names differ."""
-
-
 @functools.cache  # reads package metadata from disk: once, not on the event loop each time
 def build_info() -> str:
     try:
@@ -79,43 +75,39 @@ def build_info() -> str:
         return f"llama-box {__version__}"
 
 
-def props_of(engine: Engine) -> Props:
-    model = engine.require_model()
-    settings = engine.settings
-    template = (jinja_source(model, settings) or "") if settings.jinja else model.builtin_template
+def props_of(engine: Engine, settings: Settings) -> Props:
+    info, defaults = engine.info, engine.defaults
+    template = (jinja_source(info, settings) or "") if settings.jinja else info.builtin_template
     params = GenerationParams(
-        **msgspec.structs.asdict(engine.default_sampling), n_predict=settings.n_predict
+        **msgspec.structs.asdict(defaults.sampling), n_predict=defaults.n_predict
     )
     return Props(
-        default_generation_settings=DefaultGenerationSettings(
-            n_ctx=model.n_ctx_slot, params=params
-        ),
-        total_slots=model.n_slots,
-        model_path=model.path,
+        default_generation_settings=DefaultGenerationSettings(n_ctx=info.n_ctx_slot, params=params),
+        total_slots=info.n_slots,
+        model_path=info.path,
         chat_template=template,
         build_info=build_info(),
     )
 
 
 @get("/props", sync_to_thread=False)
-def get_props(engine: NamedDependency[Engine]) -> Props:
-    return props_of(engine)
+def get_props(engine: NamedDependency[Engine], settings: NamedDependency[Settings]) -> Props:
+    return props_of(engine, settings)
 
 
-@post("/props", status_code=200, sync_to_thread=False)
-def post_props(data: JSONBody[PropsUpdate], engine: NamedDependency[Engine]) -> Props:
-    engine.require_model()
+@post("/props", status_code=200)
+async def post_props(
+    data: JSONBody[PropsUpdate],
+    engine: NamedDependency[Engine],
+    settings: NamedDependency[Settings],
+) -> Props:
     changes = {
         name: value
         for name, value in msgspec.structs.asdict(data.default_generation_settings.params).items()
         if value is not None
     }
-    for name, value in changes.items():
-        setattr(engine.settings, SETTINGS_NAMES.get(name, name), value)
-    # Requests take their defaults from default_sampling; n_predict stays in Settings only.
-    sampling = {k: v for k, v in changes.items() if k != "n_predict"}
-    engine.default_sampling = msgspec.structs.replace(engine.default_sampling, **sampling)
-    return props_of(engine)
+    await engine.update_defaults(**changes)
+    return props_of(engine, settings)
 
 
 # Without --props, POST /props answers 501 whatever its body, so it reads none.

@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from llama_box_core.engine import Engine, SlotBusy
 from llama_box_core.hookspecs import hookimpl
+from llama_box_core.settings import Settings
 from llama_box_server.errors import ApiError
 
 
@@ -25,26 +26,27 @@ class SlotState(msgspec.Struct, kw_only=True):
     n_past: int
 
 
-def require_slots_endpoint(engine: Engine) -> None:
-    if not engine.settings.slots:
+def require_slots_endpoint(settings: Settings) -> None:
+    if not settings.slots:
         raise ApiError(501, "This server does not support slots endpoint.")
 
 
-@get("/slots", sync_to_thread=False)
-def list_slots(
-    engine: NamedDependency[Engine], fail_on_no_slot: FromQuery[int] = 0
+@get("/slots")
+async def list_slots(
+    engine: NamedDependency[Engine],
+    settings: NamedDependency[Settings],
+    fail_on_no_slot: FromQuery[int] = 0,
 ) -> list[SlotState]:
-    require_slots_endpoint(engine)
-    model = engine.require_model()
+    require_slots_endpoint(settings)
     states = [
         SlotState(
             id=slot.id,
-            n_ctx=model.n_ctx_slot,
-            is_processing=not slot.idle,
-            state=0 if slot.idle else 1,
+            n_ctx=slot.n_ctx,
+            is_processing=slot.is_processing,
+            state=int(slot.is_processing),
             n_past=slot.n_past,
         )
-        for slot in engine.slots
+        for slot in (await engine.snapshot()).slots
     ]
     if fail_on_no_slot and all(s.is_processing for s in states):
         raise ApiError(503, "No slot available")
@@ -76,9 +78,8 @@ class SlotErased(msgspec.Struct, kw_only=True):
     n_erased: int
 
 
-def slot_file(engine: Engine, filename: str | None) -> tuple[str, str]:
+def slot_file(folder: str | None, filename: str | None) -> tuple[str, str]:
     """The file a slot is saved to: a plain name inside --slot-save-path, nothing else."""
-    folder = engine.settings.slot_save_path
     if not folder:
         raise ApiError(501, "Slot saving is disabled: start the server with --slot-save-path")
     name = filename or ""
@@ -101,16 +102,17 @@ async def slot_action(
     id_slot: FromPath[int],
     action: FromQuery[str],
     engine: NamedDependency[Engine],
+    settings: NamedDependency[Settings],
     data: JSONBody[SlotFile | None] = None,
 ) -> SlotSaved | SlotRestored | SlotErased:
-    require_slots_endpoint(engine)
+    require_slots_endpoint(settings)
     started = time.perf_counter()
     try:
         if action == "erase":
             return SlotErased(id_slot=id_slot, n_erased=await engine.erase_slot(id_slot))
         if action not in ("save", "restore"):
             raise ApiError(400, f"Unknown action {action!r}: use save, restore or erase")
-        name, path = slot_file(engine, data.filename if data else None)
+        name, path = slot_file(settings.slot_save_path, data.filename if data else None)
         if action == "save":
             n_saved, written = await engine.save_slot(id_slot, path)
             ms = (time.perf_counter() - started) * 1000

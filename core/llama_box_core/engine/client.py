@@ -1,0 +1,198 @@
+"""The engine as the routes see it: one narrow client over the scheduler thread.
+
+Requests go in and their events come out; slot actions, snapshots and settings changes
+run on the scheduler thread between two steps; what is read directly (``info``,
+``defaults``) is immutable and published whole by that thread. Vocabulary work
+(tokenizing, templates, building samplers) runs on worker threads, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+import pluggy
+
+from llama_box_core.engine.request import Event, GenerationRequest, TokenEvent
+from llama_box_core.engine.scheduler import Scheduler
+from llama_box_core.engine.state import EngineSnapshot, GenerationDefaults
+from llama_box_core.model import Model, ModelInfo
+from llama_box_core.sampling import default_params
+from llama_box_core.settings import Settings
+from llama_box_core.types import ChatMessage, Sampler, SamplingParams, StageFactory
+
+T = TypeVar("T")
+
+
+class EngineNotReady(RuntimeError):
+    """The model is still loading (or failed to load)."""
+
+
+def collect_sampler_stages(pm: pluggy.PluginManager) -> dict[str, StageFactory]:
+    """Every sampler stage the plugins offer, by name (a name offered twice is an error)."""
+    stages: dict[str, StageFactory] = {}
+
+    def register(name: str, factory: StageFactory) -> None:
+        if name in stages:
+            raise ValueError(f"two plugins register the sampler stage {name!r}")
+        stages[name] = factory
+
+    pm.hook.llama_box_sampler_stages(register=register)
+    return stages
+
+
+class Engine:
+    """Owns a scheduler thread for one model; every route talks to the model through
+    this object only."""
+
+    def __init__(self, pm: pluggy.PluginManager, settings: Settings) -> None:
+        self.hook = pm.hook
+        self._settings = settings  # for the chat-template hook
+        self.sampler_stages = collect_sampler_stages(pm)
+        defaults = GenerationDefaults(
+            sampling=default_params(settings), n_predict=settings.n_predict
+        )
+        self.scheduler = Scheduler(pm, settings, defaults)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+
+    def wait_until_settled(self) -> None:
+        """Block until the model has loaded or failed to (call it from a worker thread)."""
+        while not self.scheduler.ready.wait(0.1) and self.scheduler.alive:
+            pass
+
+    @property
+    def load_error(self) -> BaseException | None:
+        return self.scheduler.load_error
+
+    @property
+    def info(self) -> ModelInfo:
+        """The loaded model's description; ``EngineNotReady`` while it loads."""
+        info = self.scheduler.info
+        if info is None:
+            failed = self.scheduler.load_error is not None
+            raise EngineNotReady("Model failed" if failed else "Loading model")
+        return info
+
+    @property
+    def defaults(self) -> GenerationDefaults:
+        """What requests get for the fields they leave out."""
+        return self.scheduler.defaults
+
+    # --- generation ------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest) -> None:
+        self.info  # noqa: B018 -- refuses while the model loads
+        request.loop = asyncio.get_running_loop()
+        request.timings.queued = time.perf_counter()
+        self.scheduler.enqueue(request)
+
+    def cancel(self, request: GenerationRequest) -> None:
+        """Drop a request (its client went away); its slot frees at the next step."""
+        request.cancelled = True
+        self.scheduler.wake()
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        """Submit and yield events until the last one; cancels the request if the
+        consumer stops early (a client disconnect closes this generator)."""
+        self.submit(request)
+        finished = False
+        try:
+            while not finished:
+                event = await request.events.get()
+                finished = not isinstance(event, TokenEvent)
+                yield event
+        finally:
+            if not finished:
+                self.cancel(request)
+
+    # --- on the scheduler thread, between two steps ----------------------------------------
+
+    async def _on_scheduler(self, command: Callable[[], T]) -> T:
+        self.info  # noqa: B018 -- refuses while the model loads
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.scheduler.call(command, future)
+        return await future
+
+    async def snapshot(self) -> EngineSnapshot:
+        """Every slot, the queue and the running totals, as of one moment."""
+        return await self._on_scheduler(self.scheduler.snapshot)
+
+    async def update_defaults(self, n_predict: int | None = None, **sampling: Any) -> None:
+        """Change what requests get for the fields they leave out (POST /props)."""
+        current = self.defaults
+        changed = GenerationDefaults(
+            sampling=msgspec.structs.replace(current.sampling, **sampling),
+            n_predict=current.n_predict if n_predict is None else n_predict,
+        )
+        await self._on_scheduler(functools.partial(self.scheduler.set_defaults, changed))
+
+    async def save_slot(self, slot_id: int, path: str) -> tuple[int, int]:
+        """Write an idle slot's cache to ``path``: (tokens saved, bytes written)."""
+        return await self._on_scheduler(functools.partial(self.scheduler.save_slot, slot_id, path))
+
+    async def restore_slot(self, slot_id: int, path: str) -> tuple[int, int]:
+        """Load a saved cache into an idle slot: (tokens restored, bytes read)."""
+        return await self._on_scheduler(
+            functools.partial(self.scheduler.restore_slot, slot_id, path)
+        )
+
+    async def erase_slot(self, slot_id: int) -> int:
+        """Forget an idle slot's cache; return how many tokens it held."""
+        return await self._on_scheduler(functools.partial(self.scheduler.erase_slot, slot_id))
+
+    # --- vocabulary work, on worker threads --------------------------------------------------
+
+    def _model(self) -> Model:
+        self.info  # noqa: B018 -- refuses while the model loads
+        return self.scheduler.model  # type: ignore[return-value]
+
+    async def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        return await asyncio.to_thread(
+            self.hook.llama_box_tokenize,
+            model=self._model(),
+            text=text,
+            add_special=add_special,
+            parse_special=parse_special,
+        )
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        return await asyncio.to_thread(
+            self.hook.llama_box_detokenize, model=self._model(), tokens=tokens
+        )
+
+    async def token_piece(self, token: int) -> bytes:
+        return await asyncio.to_thread(
+            self.hook.llama_box_token_to_piece, model=self._model(), token=token, special=True
+        )
+
+    async def create_sampler(self, params: SamplingParams, prompt: Sequence[int]) -> Sampler:
+        """Build a request's sampler; ``ValueError`` for settings the model refuses."""
+        sampler = await asyncio.to_thread(
+            self.hook.llama_box_create_sampler,
+            model=self._model(),
+            params=params,
+            stages=self.sampler_stages,
+            prompt=prompt,
+        )
+        if sampler is None:
+            raise ValueError("no plugin can build a sampler for this model")
+        return sampler
+
+    async def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+        return await asyncio.to_thread(
+            self.hook.llama_box_apply_chat_template,
+            model=self._model(),
+            messages=messages,
+            settings=self._settings,
+        )

@@ -1,0 +1,100 @@
+"""A slot's state, and the prompt-cache arithmetic on it (pure: no model calls)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from llama_box_core.engine.request import GenerationRequest
+from llama_box_core.engine.state import SlotSnapshot
+from llama_box_core.engine.text import TextAssembler
+from llama_box_core.types import Sampler
+
+
+@dataclass(slots=True, eq=False)
+class Slot:
+    """One sequence of the model's context, and the request it serves (scheduler thread
+    only)."""
+
+    id: int
+    request: GenerationRequest | None = None
+    sampler: Sampler | None = None
+    assembler: TextAssembler | None = None
+    pending: list[int] = field(default_factory=list)
+    """Prompt tokens not decoded yet."""
+    n_past: int = 0
+    """Tokens of this slot in the KV cache."""
+    n_predicted: int = 0
+    limit: int = 0
+    next_token: int = -1
+    """The last sampled token: decoded in the next step."""
+    batch_index: int = -1
+    """The batch row whose output this slot samples from this step (-1: none)."""
+    n_in_batch: int = 0
+    cache: list[int] = field(default_factory=list)
+    """The tokens in this slot's KV cache, kept after a request for prompt reuse."""
+    n_cached: int = 0
+    truncated: bool = False
+    last_used: float = 0.0
+
+    @property
+    def idle(self) -> bool:
+        return self.request is None
+
+    def snapshot(self, n_ctx: int) -> SlotSnapshot:
+        return SlotSnapshot(
+            id=self.id,
+            n_ctx=n_ctx,
+            is_processing=not self.idle,
+            n_past=self.n_past,
+            n_cached=len(self.cache),
+        )
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def choose_slot(
+    idle: Sequence[Slot], prompt: Sequence[int], use_cache: bool, similarity: float
+) -> Slot:
+    """The idle slot whose cache shares the longest prefix with the prompt, if it shares
+    enough of it (-sps); otherwise the one unused for longest."""
+    if use_cache:
+        best = max(idle, key=lambda slot: common_prefix(slot.cache, prompt))
+        shared = common_prefix(best.cache, prompt)
+        if shared and shared >= similarity * len(prompt):
+            return best
+    return min(idle, key=lambda slot: slot.last_used)
+
+
+def reusable_chunks(
+    cache: Sequence[int], prompt: Sequence[int], n_past: int, min_chunk: int
+) -> tuple[list[tuple[int, int, int]], int]:
+    """--cache-reuse, as llama-server does it: past the shared prefix, find runs of at
+    least ``min_chunk`` prompt tokens further on in the cache. Returns the moves
+    (start, end, to) that shift them into place, and how many prompt tokens are then
+    cached. The last prompt token is never reused: its logits start generation."""
+    moves: list[tuple[int, int, int]] = []
+    limit = len(prompt) - 1
+    head_cache = head_prompt = n_past
+    while head_cache < len(cache) and head_prompt < limit:
+        run = 0
+        while (
+            head_cache + run < len(cache)
+            and head_prompt + run < limit
+            and cache[head_cache + run] == prompt[head_prompt + run]
+        ):
+            run += 1
+        if run >= min_chunk:
+            moves.append((head_cache, head_cache + run, head_prompt))
+            head_cache += run
+            head_prompt += run
+        else:
+            head_cache += 1
+    return moves, head_prompt
