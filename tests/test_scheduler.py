@@ -16,7 +16,7 @@ from llama_box_core.engine import (
     GenerationRequest,
     TokenEvent,
 )
-from llama_box_core.model import DecodeError
+from llama_box_core.model import DecodeError, InvalidBatch, KvCacheFull
 from llama_box_core.plugins import create_plugin_manager
 from llama_box_core.settings import Settings
 from llama_box_core.types import SamplingParams
@@ -202,6 +202,39 @@ def test_decode_failure_fails_the_batch_and_the_engine_goes_on(engine: Engine) -
     tokens, _ = asyncio.run(run(engine, request([1], n_predict=3)))
     assert tokens == [2, 3, 4]
     assert busy_slots(engine) == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(KvCacheFull("full"), 503), (InvalidBatch("bad"), 400), (DecodeError("other"), 500)],
+)
+def test_decode_errors_map_to_their_status(
+    engine: Engine, error: DecodeError, status: int
+) -> None:
+    async def main() -> ErrorEvent | FinishEvent:
+        model_of(engine).fail_next_decode = error
+        async for event in engine.generate(request([1], n_predict=3)):
+            if not isinstance(event, TokenEvent):
+                return event
+        raise AssertionError
+
+    event = asyncio.run(main())
+    assert isinstance(event, ErrorEvent) and event.status == status
+    assert ("clear", 0) in model_of(engine).kv_ops, "what the batch left in the slot is unknown"
+
+
+def test_snapshot_and_defaults_go_through_the_scheduler_thread(engine: Engine) -> None:
+    async def main() -> None:
+        before = await engine.snapshot()
+        assert [s.id for s in before.slots] == [0, 1] and before.n_queued == 0
+        await run(engine, request([1, 2, 3], n_predict=2))
+        after = await engine.snapshot()
+        assert after.stats.decode_tokens >= 1 and after.stats.requests_finished == 1
+        assert max(s.n_cached for s in after.slots) == 4  # prompt + the decoded token
+        await engine.update_defaults(n_predict=7, temperature=0.1)
+        assert engine.defaults.n_predict == 7 and engine.defaults.sampling.temperature == 0.1
+
+    asyncio.run(main())
 
 
 def test_requests_waiting_past_the_timeout_get_503(plugin: FakeModelPlugin) -> None:

@@ -41,6 +41,8 @@ class Settings(msgspec.Struct, kw_only=True):
     alias: str | None = None
     seed: int = -1
     swa_full: bool = False
+    kv_unified: bool = False
+    """One KV buffer shared by every slot (llama.cpp's -kvu); off: each slot owns c/np."""
     flash_attn: bool | None = None
     """None: llama.cpp decides (auto), as llama-server does."""
     n_gpu_layers: int = -1

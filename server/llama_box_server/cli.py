@@ -221,6 +221,16 @@ def builtin_options() -> list[click.Option]:
         ),
         option(
             SERVER,
+            "-kvu",
+            "--kv-unified",
+            "kv_unified",
+            is_flag=True,
+            envvar=env("KV_UNIFIED"),
+            help="Use a single unified KV buffer shared by all slots (default: each slot "
+            "owns its share of -c)",
+        ),
+        option(
+            SERVER,
             "-fa",
             "--flash-attn/--no-flash-attn",
             "flash_attn",

@@ -76,8 +76,8 @@ def context_params(settings: Settings) -> Any:
         n_seq_max=settings.n_parallel,
         n_threads=settings.n_threads,
         n_threads_batch=settings.n_threads_batch,
-        # Each slot gets its own n_ctx / n_parallel cells, as llama-server's -np does.
-        kv_unified=False,
+        # Off: each slot gets its own n_ctx / n_parallel cells, as llama-server's -np does.
+        kv_unified=settings.kv_unified,
         # llama.cpp's library default keeps a full-size sliding-window cache; llama-server
         # (and --swa-full's default) keep only the window. Moving positions (context shift,
         # chunk reuse) needs the full one, so asking for those keeps it.
