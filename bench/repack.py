@@ -12,8 +12,8 @@ import logging
 import statistics
 import time
 
-from llama_box_core.settings import Settings
 from llama_box_core.model import DecodeBatch
+from llama_box_core.settings import Settings
 from llama_box_llamacpp.model import LlamaCppModel
 
 PROMPT_TOKENS = 512

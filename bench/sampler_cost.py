@@ -12,8 +12,8 @@ import logging
 import statistics
 import time
 
-from llama_box_core.settings import Settings
 from llama_box_core.model import DecodeBatch
+from llama_box_core.settings import Settings
 from llama_box_core.types import SamplingParams
 from llama_box_example_sampler import make_stage
 from llama_box_llamacpp.model import LlamaCppModel

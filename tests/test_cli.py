@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from llama_box_core.settings import Settings
+from llama_box_core.types import SamplingParams
 from llama_box_server import cli
 
 
@@ -109,7 +110,7 @@ def test_flags_reach_the_settings(captured: list[Settings], tmp_path: Path) -> N
     )
     (s,) = captured
     assert (s.ctx_size, s.n_parallel, s.batch_size, s.ubatch_size) == (8192, 4, 512, 128)
-    assert (s.threads, s.threads_batch, s.n_predict, s.seed) == (3, 2, 64, 7)
+    assert (s.threads, s.threads_batch, s.n_predict, s.sampling.seed) == (3, 2, 64, 7)
     assert (s.host, s.port, s.timeout, s.threads_http) == ("0.0.0.0", 9000, 30, 8)
     assert (s.n_gpu_layers, s.flash_attn, s.cache_type_k, s.cache_type_v) == (
         0,
@@ -118,8 +119,13 @@ def test_flags_reach_the_settings(captured: list[Settings], tmp_path: Path) -> N
         "q8_0",
     )
     assert (s.mmap, s.mlock, s.chat_template, s.log_format) == (False, True, "chatml", "json")
-    assert (s.log_verbosity, s.warmup, s.temp, s.top_k) == (1, False, 0.5, 10)
-    assert (s.top_p, s.min_p, s.model_name) == (0.5, 0.2, "alias")
+    assert (s.log_verbosity, s.warmup, s.sampling.temperature, s.sampling.top_k) == (
+        1,
+        False,
+        0.5,
+        10,
+    )
+    assert (s.sampling.top_p, s.sampling.min_p, s.model_name) == (0.5, 0.2, "alias")
 
 
 def test_defaults_are_the_seeds(captured: list[Settings]) -> None:
@@ -127,7 +133,7 @@ def test_defaults_are_the_seeds(captured: list[Settings]) -> None:
     (s,) = captured
     assert (s.host, s.port, s.ctx_size, s.n_parallel) == ("127.0.0.1", 8080, 4096, 1)
     assert (s.batch_size, s.ubatch_size, s.timeout) == (2048, 512, 600)
-    assert (s.temp, s.top_k, s.top_p, s.min_p) == (0.8, 40, 0.9, 0.1)
+    assert s.sampling == SamplingParams()
     assert s.flash_attn is None  # auto: llama.cpp decides, as llama-server's default
     assert s.swa_full is False
     cli.main(["--no-flash-attn"])

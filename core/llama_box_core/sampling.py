@@ -1,14 +1,18 @@
-"""Sampler settings: the CLI's defaults, and the names and shorthands of sampler stages."""
+"""Sampler settings: the fields as ``SamplingParams`` declares them, and the names and
+shorthands of sampler stages."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import typing
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
-from llama_box_core.settings import Settings
 from llama_box_core.types import DEFAULT_DRY_BREAKERS, SamplingParams
 
 # llama.cpp's --sampling-seq letters.
@@ -65,44 +69,44 @@ def dry_breakers(entries: Iterable[str]) -> tuple[str, ...]:
     return tuple(e.encode().decode("unicode_escape") for e in entries)
 
 
-def default_params(settings: Settings) -> SamplingParams:
-    """The sampling a request gets for every field it leaves out; ``ValueError`` for a
-    flag that cannot be used (the CLI reports it)."""
-    grammar = settings.grammar
-    if settings.grammar_file:
-        with open(settings.grammar_file, encoding="utf-8") as file:
-            grammar = file.read()
-    if settings.json_schema is not None:
-        try:
-            msgspec.json.decode(settings.json_schema)
-        except msgspec.DecodeError as error:
-            raise ValueError(f"--json-schema is not valid JSON: {error}") from error
-    return SamplingParams(
-        temperature=settings.temp,
-        dynatemp_range=settings.dynatemp_range,
-        dynatemp_exponent=settings.dynatemp_exp,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        min_p=settings.min_p,
-        typical_p=settings.typical,
-        top_n_sigma=settings.top_nsigma,
-        xtc_probability=settings.xtc_probability,
-        xtc_threshold=settings.xtc_threshold,
-        seed=settings.seed,
-        repeat_penalty=settings.repeat_penalty,
-        repeat_last_n=settings.repeat_last_n,
-        presence_penalty=settings.presence_penalty,
-        frequency_penalty=settings.frequency_penalty,
-        dry_multiplier=settings.dry_multiplier,
-        dry_base=settings.dry_base,
-        dry_allowed_length=settings.dry_allowed_length,
-        dry_penalty_last_n=settings.dry_penalty_last_n,
-        dry_sequence_breakers=dry_breakers(settings.dry_sequence_breaker),
-        mirostat=settings.mirostat,
-        mirostat_tau=settings.mirostat_ent,
-        mirostat_eta=settings.mirostat_lr,
-        logit_bias=cli_logit_bias(settings.logit_bias),
-        grammar=grammar,
-        json_schema=settings.json_schema,
-        samplers=sampler_names(settings.sampling_seq or settings.samplers),
-    )
+@dataclass(frozen=True)
+class SamplerField:
+    """One field of ``SamplingParams`` as the server presents it (see ``types.knob``)."""
+
+    name: str
+    annotation: Any
+    """The field's type with its range, for request structs."""
+    default: Any
+    flags: tuple[str, ...]
+    help: str
+    ge: float | None
+    le: float | None
+    props: bool
+    """POST /props may change its default."""
+    group: str
+
+
+@functools.cache
+def sampler_fields() -> tuple[SamplerField, ...]:
+    """Every sampler field, in declaration order, from ``SamplingParams`` alone."""
+    hints = typing.get_type_hints(SamplingParams, include_extras=True)
+    fields = []
+    for info in msgspec.inspect.type_info(SamplingParams).fields:  # type: ignore[attr-defined]
+        meta = info.type if isinstance(info.type, msgspec.inspect.Metadata) else None
+        extra = (meta.extra if meta else None) or {}
+        inner = meta.type if meta else info.type
+        description = ((meta.extra_json_schema if meta else None) or {}).get("description", "")
+        fields.append(
+            SamplerField(
+                name=info.name,
+                annotation=hints[info.name],
+                default=info.default,
+                flags=tuple(extra.get("flags", ())),
+                help=description,
+                ge=getattr(inner, "ge", None),
+                le=getattr(inner, "le", None),
+                props=bool(extra.get("props")),
+                group=extra.get("group", "server/completion"),
+            )
+        )
+    return tuple(fields)

@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 
+from llama_box_core.types import SamplingParams
+
 
 def available_cpus() -> int:
     """CPUs this process may run on (the affinity mask, not the machine's count)."""
@@ -39,7 +41,6 @@ class Settings(msgspec.Struct, kw_only=True):
     conn_keepalive: int = 15
     model: str | None = None
     alias: str | None = None
-    seed: int = -1
     swa_full: bool = False
     kv_unified: bool = False
     """One KV buffer shared by every slot (llama.cpp's -kvu); off: each slot owns c/np."""
@@ -73,35 +74,6 @@ class Settings(msgspec.Struct, kw_only=True):
     mlock: bool = False
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
-    temp: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.1
-    samplers: str = "penalties;top_k;top_p;min_p;xtc;temperature"
-    sampling_seq: str | None = None
-    top_nsigma: float = -1.0
-    xtc_probability: float = 0.0
-    xtc_threshold: float = 0.1
-    typical: float = 1.0
-    repeat_last_n: int = 64
-    repeat_penalty: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    dry_multiplier: float = 0.0
-    dry_base: float = 1.75
-    dry_allowed_length: int = 2
-    dry_penalty_last_n: int = -1
-    dry_sequence_breaker: tuple[str, ...] = ()
-    dynatemp_range: float = 0.0
-    dynatemp_exp: float = 1.0
-    mirostat: int = 0
-    mirostat_lr: float = 0.1
-    mirostat_ent: float = 5.0
-    logit_bias: tuple[str, ...] = ()
-    """``TOKEN_ID+BIAS`` or ``TOKEN_ID-BIAS`` entries."""
-    grammar: str | None = None
-    grammar_file: str | None = None
-    json_schema: str | None = None
     cache_prompt: bool = True
     cache_reuse: int = 0
     slots: bool = True
@@ -109,6 +81,9 @@ class Settings(msgspec.Struct, kw_only=True):
     slot_prompt_similarity: float = 0.5
     context_shift: bool = False
     keep: int = 0
+
+    sampling: SamplingParams = msgspec.field(default_factory=SamplingParams)
+    """The defaults requests get, from the sampler flags (declared in ``SamplingParams``)."""
 
     plugin_options: dict[str, Any] = msgspec.field(default_factory=dict)
 

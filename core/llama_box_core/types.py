@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import msgspec
 import numpy as np
@@ -14,49 +14,170 @@ if TYPE_CHECKING:
 
 DEFAULT_SAMPLERS = ("penalties", "top_k", "top_p", "min_p", "xtc", "temperature")
 DEFAULT_DRY_BREAKERS = ("\n", ":", '"', "*")
+MAX_PROBS = 100
+"""The most ``n_probs`` (and OpenAI's ``top_logprobs``) a request may ask for."""
+
+
+def knob(
+    *flags: str,
+    help: str = "",
+    ge: float | None = None,
+    le: float | None = None,
+    props: bool = False,
+    group: str = "server/completion",
+) -> msgspec.Meta:
+    """How a sampler field shows outside the core: its range (checked on every request),
+    its command-line flags and help (``flags`` empty: request only), and whether POST
+    /props may change its default. The server derives its CLI options, request fields
+    and /props shapes from these, so a field is declared here once."""
+    extra = {"flags": flags, "props": props, "group": group}
+    return msgspec.Meta(ge=ge, le=le, description=help or None, extra=extra)
 
 
 class SamplingParams(msgspec.Struct, kw_only=True, frozen=True):
-    """The sampler settings of one request, resolved against the CLI defaults.
+    """The sampler settings of one request, resolved against the CLI defaults: the one
+    declaration of every sampler field, its default, range, flags and help.
 
     ``samplers`` names the stages in order: built-in ones (see ``DEFAULT_SAMPLERS``,
     ``dry``, ``top_n_sigma``, ``typ_p``) or stages plugins registered through
     ``llama_box_sampler_stages``. Token-level inputs are already token ids here.
     """
 
-    temperature: float = 0.8
-    dynatemp_range: float = 0.0
-    dynatemp_exponent: float = 1.0
-    top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.1
-    typical_p: float = 1.0
-    top_n_sigma: float = -1.0
-    xtc_probability: float = 0.0
-    xtc_threshold: float = 0.1
-    min_keep: int = 0
-    seed: int = -1
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    dry_multiplier: float = 0.0
-    dry_base: float = 1.75
-    dry_allowed_length: int = 2
-    dry_penalty_last_n: int = -1
-    dry_sequence_breakers: tuple[str, ...] = DEFAULT_DRY_BREAKERS
-    mirostat: int = 0
-    mirostat_tau: float = 5.0
-    mirostat_eta: float = 0.1
-    logit_bias: tuple[tuple[int, float], ...] = ()
+    temperature: Annotated[float, knob("--temp", help="Temperature", ge=0.0, props=True)] = 0.8
+    dynatemp_range: Annotated[
+        float, knob("--dynatemp-range", help="Dynamic temperature range (0.0 = disabled)", ge=0.0)
+    ] = 0.0
+    dynatemp_exponent: Annotated[
+        float, knob("--dynatemp-exp", help="Dynamic temperature exponent")
+    ] = 1.0
+    top_k: Annotated[
+        int, knob("--top-k", help="Top-K sampling (0 = disabled)", ge=0, props=True)
+    ] = 40
+    top_p: Annotated[
+        float, knob("--top-p", help="Top-P sampling (1.0 = disabled)", ge=0, le=1, props=True)
+    ] = 0.9
+    min_p: Annotated[
+        float, knob("--min-p", help="Min-P sampling (0.0 = disabled)", ge=0, le=1, props=True)
+    ] = 0.1
+    typical_p: Annotated[
+        float,
+        knob(
+            "--typical", help="Locally typical sampling, parameter p (1.0 = disabled)", ge=0, le=1
+        ),
+    ] = 1.0
+    top_n_sigma: Annotated[
+        float, knob("--top-nsigma", help="Top-N-Sigma sampling (-1.0 = disabled)")
+    ] = -1.0
+    xtc_probability: Annotated[
+        float, knob("--xtc-probability", help="XTC probability (0.0 = disabled)", ge=0, le=1)
+    ] = 0.0
+    xtc_threshold: Annotated[
+        float, knob("--xtc-threshold", help="XTC threshold (1.0 = disabled)", ge=0, le=1)
+    ] = 0.1
+    min_keep: Annotated[int, knob(ge=0)] = 0
+    seed: Annotated[
+        int, knob("-s", "--seed", help="RNG seed (-1 = random seed)", props=True, group="server")
+    ] = -1
+    repeat_penalty: Annotated[
+        float,
+        knob("--repeat-penalty", help="Penalize repeat sequence of tokens (1.0 = disabled)", ge=0),
+    ] = 1.0
+    repeat_last_n: Annotated[
+        int,
+        knob(
+            "--repeat-last-n",
+            help="Last n tokens to consider for penalize (0 = disabled, -1 = ctx_size)",
+            ge=-1,
+        ),
+    ] = 64
+    presence_penalty: Annotated[
+        float,
+        knob(
+            "--presence-penalty", help="Repeat alpha presence penalty (0.0 = disabled)", ge=-2, le=2
+        ),
+    ] = 0.0
+    frequency_penalty: Annotated[
+        float,
+        knob(
+            "--frequency-penalty",
+            help="Repeat alpha frequency penalty (0.0 = disabled)",
+            ge=-2,
+            le=2,
+        ),
+    ] = 0.0
+    dry_multiplier: Annotated[
+        float, knob("--dry-multiplier", help="Set DRY sampling multiplier (0.0 = disabled)", ge=0)
+    ] = 0.0
+    dry_base: Annotated[float, knob("--dry-base", help="Set DRY sampling base value", ge=1)] = 1.75
+    dry_allowed_length: Annotated[
+        int, knob("--dry-allowed-length", help="Set allowed length for DRY sampling", ge=0)
+    ] = 2
+    dry_penalty_last_n: Annotated[
+        int,
+        knob(
+            "--dry-penalty-last-n",
+            help="Set DRY penalty for the last n tokens (0 = disable, -1 = context size)",
+            ge=-1,
+        ),
+    ] = -1
+    dry_sequence_breakers: Annotated[
+        tuple[str, ...],
+        knob(
+            "--dry-sequence-breaker",
+            help="Add sequence breaker for DRY sampling, clearing out default breakers "
+            '(\\n;:;";*) in the process; use "none" to not use any',
+        ),
+    ] = DEFAULT_DRY_BREAKERS
+    mirostat: Annotated[
+        int,
+        knob(
+            "--mirostat",
+            help="Use Mirostat sampling (0 = disabled, 1 = Mirostat, 2 = Mirostat 2.0); "
+            "Top K, Nucleus and Locally Typical samplers are ignored if used",
+            ge=0,
+            le=2,
+        ),
+    ] = 0
+    mirostat_tau: Annotated[
+        float, knob("--mirostat-ent", help="Mirostat target entropy, parameter tau")
+    ] = 5.0
+    mirostat_eta: Annotated[
+        float, knob("--mirostat-lr", help="Mirostat learning rate, parameter eta")
+    ] = 0.1
+    logit_bias: Annotated[
+        tuple[tuple[int, float], ...],
+        knob(
+            "-l",
+            "--logit-bias",
+            help="Modifies the likelihood of token appearing in the completion, i.e. "
+            "\"--logit-bias 15043+1\" to increase likelihood of token ' Hello'",
+        ),
+    ] = ()
     """(token id, bias); a bias of -inf bans the token."""
     ignore_eos: bool = False
-    grammar: str | None = None
+    grammar: Annotated[
+        str | None, knob("--grammar", help="BNF-like grammar to constrain generations")
+    ] = None
     """GBNF text constraining the output."""
-    json_schema: str | None = None
+    json_schema: Annotated[
+        str | None,
+        knob(
+            "-j",
+            "--json-schema",
+            help="JSON schema to constrain generations, e.g. `{}` for any JSON object",
+        ),
+    ] = None
     """A JSON schema (as JSON text) the output must match."""
-    samplers: tuple[str, ...] = DEFAULT_SAMPLERS
-    n_probs: int = 0
+    samplers: Annotated[
+        tuple[str, ...],
+        knob(
+            "--samplers",
+            help="Samplers that will be used for generation in the order, separated by "
+            "';', select from penalties;dry;top_n_sigma;top_k;typ_p;top_p;min_p;xtc;"
+            "temperature, or a stage a plugin registered",
+        ),
+    ] = DEFAULT_SAMPLERS
+    n_probs: Annotated[int, knob(ge=0, le=MAX_PROBS)] = 0
     """Report this many most likely tokens with each generated token."""
     post_sampling_probs: bool = False
     """Report probabilities after the sampler chain instead of the model's softmax."""

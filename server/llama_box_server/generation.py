@@ -24,15 +24,10 @@ from llama_box_core.engine import (
     TokenEvent,
 )
 from llama_box_core.model import ModelInfo
-from llama_box_core.sampling import sampler_names
+from llama_box_core.sampling import sampler_fields, sampler_names
 from llama_box_core.settings import Settings
 from llama_box_core.types import SamplingParams, TokenProbabilities
 from llama_box_server.errors import ApiError, error_payload
-
-Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
-Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
-NonNegative = Annotated[int, Meta(ge=0)]
-MAX_PROBS = 100
 
 # A prompt as llama.cpp's /completion takes it: text, token ids, or both mixed.
 PromptPart = int | str
@@ -63,15 +58,6 @@ def sse(payload: object) -> bytes:
 
 LogitBias = list[list[int | float | str | bool]] | dict[str, float | bool]
 
-# Request fields that map one to one onto SamplingParams.
-_PLAIN_FIELDS = (
-    "temperature", "dynatemp_range", "dynatemp_exponent", "top_k", "top_p", "min_p",
-    "typical_p", "top_n_sigma", "xtc_probability", "xtc_threshold", "min_keep", "seed",
-    "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty",
-    "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n", "mirostat",
-    "mirostat_tau", "mirostat_eta", "grammar",
-)  # fmt: skip
-
 
 class JsonSchemaFormat(msgspec.Struct, kw_only=True):
     name: str | None = None
@@ -87,51 +73,25 @@ class ResponseFormat(msgspec.Struct, kw_only=True):
     json_schema: JsonSchemaFormat | None = None
 
 
-class SamplingFields(msgspec.Struct, kw_only=True):
-    """Request fields shared by every completion endpoint; ``None`` takes the CLI default.
-    Unknown fields are ignored, so clients may send newer OpenAI fields."""
+class RequestSampling(msgspec.Struct, kw_only=True):
+    """The sampler fields whose wire form differs from their resolved value, and the
+    request controls beside them. ``SamplingFields`` adds every other field of
+    ``SamplingParams``, derived from its declaration."""
 
-    temperature: Annotated[float, Meta(ge=0.0)] | None = None
-    dynatemp_range: Annotated[float, Meta(ge=0.0)] | None = None
-    dynatemp_exponent: float | None = None
-    top_k: NonNegative | None = None
-    top_p: Probability | None = None
-    min_p: Probability | None = None
-    typical_p: Probability | None = None
-    top_n_sigma: float | None = None
-    xtc_probability: Probability | None = None
-    xtc_threshold: Probability | None = None
-    min_keep: NonNegative | None = None
-    seed: int | None = None
-    repeat_penalty: Annotated[float, Meta(ge=0.0)] | None = None
-    repeat_last_n: Annotated[int, Meta(ge=-1)] | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
-    dry_multiplier: Annotated[float, Meta(ge=0.0)] | None = None
-    dry_base: Annotated[float, Meta(ge=1.0)] | None = None
-    dry_allowed_length: NonNegative | None = None
-    dry_penalty_last_n: Annotated[int, Meta(ge=-1)] | None = None
     dry_sequence_breakers: list[str] | None = None
-    mirostat: Annotated[int, Meta(ge=0, le=2)] | None = None
-    mirostat_tau: float | None = None
-    mirostat_eta: float | None = None
     logit_bias: LogitBias | None = None
     samplers: list[str] | str | None = None
-    grammar: str | None = None
     json_schema: dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
-    n_probs: Annotated[int, Meta(ge=0, le=MAX_PROBS)] | None = None
-    post_sampling_probs: bool = False
     stop: str | list[str] | None = None
-    ignore_eos: bool = False
     cache_prompt: bool = True
     n_keep: Annotated[int, Meta(ge=-1)] | None = None
 
     async def resolve(self, engine: Engine, n_probs: int | None = None) -> SamplingParams:
-        """The request's sampling: its fields over the CLI defaults, with token strings
+        """The request's sampling: its fields over the defaults, with token strings
         tokenized and a response format turned into a JSON schema."""
         changes: dict[str, Any] = {
-            name: value for name in _PLAIN_FIELDS if (value := getattr(self, name)) is not None
+            name: value for name in PLAIN_FIELDS if (value := getattr(self, name)) is not None
         }
         if self.dry_sequence_breakers is not None:
             changes["dry_sequence_breakers"] = tuple(self.dry_sequence_breakers)
@@ -143,11 +103,8 @@ class SamplingFields(msgspec.Struct, kw_only=True):
         if schema is not None:
             changes["json_schema"] = msgspec.json.encode(schema).decode()
             changes["grammar"] = None
-        probs = self.n_probs if n_probs is None else n_probs
-        if probs:
-            changes["n_probs"] = probs
-            changes["post_sampling_probs"] = self.post_sampling_probs
-        changes["ignore_eos"] = self.ignore_eos
+        if n_probs is not None:  # the OpenAI endpoints' logprobs
+            changes["n_probs"] = n_probs
         return msgspec.structs.replace(engine.defaults.sampling, **changes)
 
     def _schema(self) -> dict[str, Any] | None:
@@ -195,6 +152,25 @@ class SamplingFields(msgspec.Struct, kw_only=True):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+def _optional(name: str) -> Any:
+    """The field's declared type (with its range), or None."""
+    return next(f.annotation for f in sampler_fields() if f.name == name) | None
+
+
+PLAIN_FIELDS = tuple(
+    f.name for f in sampler_fields() if f.name not in RequestSampling.__struct_fields__
+)
+SamplingFields = msgspec.defstruct(
+    "SamplingFields",
+    [(name, _optional(name), None) for name in PLAIN_FIELDS],
+    bases=(RequestSampling,),
+    kw_only=True,
+    module=__name__,
+)
+"""Request fields shared by every completion endpoint; ``None`` takes the default.
+Unknown fields are ignored, so clients may send newer OpenAI fields."""
 
 
 def pick(value: T | None, default: T) -> T:

@@ -21,7 +21,6 @@ from llama_box_core.engine.request import Event, GenerationRequest, TokenEvent
 from llama_box_core.engine.scheduler import Scheduler
 from llama_box_core.engine.state import EngineSnapshot, GenerationDefaults
 from llama_box_core.model import Model, ModelInfo
-from llama_box_core.sampling import default_params
 from llama_box_core.settings import Settings
 from llama_box_core.types import ChatMessage, Sampler, SamplingParams, StageFactory
 
@@ -53,9 +52,7 @@ class Engine:
         self.hook = pm.hook
         self._settings = settings  # for the chat-template hook
         self.sampler_stages = collect_sampler_stages(pm)
-        defaults = GenerationDefaults(
-            sampling=default_params(settings), n_predict=settings.n_predict
-        )
+        defaults = GenerationDefaults(sampling=settings.sampling, n_predict=settings.n_predict)
         self.scheduler = Scheduler(pm, settings, defaults)
 
     # --- lifecycle ---------------------------------------------------------------------

@@ -16,11 +16,10 @@ from msgspec import Meta
 from llama_box_core.engine import Engine, ErrorEvent, FinishEvent, TokenEvent
 from llama_box_core.hookspecs import hookimpl
 from llama_box_core.settings import Settings
-from llama_box_core.types import ChatMessage
+from llama_box_core.types import MAX_PROBS, ChatMessage
 from llama_box_server import probabilities
 from llama_box_server.errors import ApiError
 from llama_box_server.generation import (
-    MAX_PROBS,
     SSE_DONE,
     EventStream,
     SamplingFields,

@@ -22,9 +22,9 @@ from llama_box_core.engine import (
 )
 from llama_box_core.hookspecs import hookimpl
 from llama_box_core.settings import Settings
+from llama_box_core.types import MAX_PROBS
 from llama_box_server import probabilities
 from llama_box_server.generation import (
-    MAX_PROBS,
     SSE_DONE,
     Completed,
     EventStream,

@@ -16,12 +16,12 @@ from msgspec import Meta
 
 from llama_box_core.engine import Engine
 from llama_box_core.hookspecs import hookimpl
+from llama_box_core.sampling import sampler_fields
 from llama_box_core.settings import Settings
 from llama_box_core.types import SamplingParams
 from llama_box_server import __version__
 from llama_box_server.chat_template import jinja_source
 from llama_box_server.errors import ApiError
-from llama_box_server.generation import NonNegative, Probability
 
 
 class GenerationParams(SamplingParams, kw_only=True, frozen=True):
@@ -45,16 +45,16 @@ class Props(msgspec.Struct, kw_only=True):
     build_info: str
 
 
-class ParamsUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The defaults POST /props may change; any other field is refused, so a change is
-    never silently dropped."""
-
-    temperature: Annotated[float, Meta(ge=0.0)] | None = None
-    top_k: NonNegative | None = None
-    top_p: Probability | None = None
-    min_p: Probability | None = None
-    seed: int | None = None
-    n_predict: Annotated[int, Meta(ge=-1)] | None = None
+ParamsUpdate = msgspec.defstruct(
+    "ParamsUpdate",
+    [(f.name, f.annotation | None, None) for f in sampler_fields() if f.props]
+    + [("n_predict", Annotated[int, Meta(ge=-1)] | None, None)],
+    kw_only=True,
+    forbid_unknown_fields=True,
+    module=__name__,
+)
+"""The defaults POST /props may change: the sampler fields declared with ``props`` and
+n_predict. Any other field is refused, so a change is never silently dropped."""
 
 
 class GenerationSettingsUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -1,0 +1,413 @@
+"""The command line's options, as the seed's usage text groups them: one declaration
+each, whose default is the Settings field of the same name. The sampler options are
+derived from ``SamplingParams`` in ``llama_box_server.sampling_options``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from llama_box_core.settings import Settings
+
+GENERAL, SERVER, COMPLETION = "general", "server", "server/completion"
+GROUP_ORDER = (GENERAL, SERVER, COMPLETION)
+DEFAULTS = Settings()
+CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+
+
+class GroupedOption(click.Option):
+    """An option that knows which heading of ``--help`` it belongs under."""
+
+    def __init__(self, *args: Any, group: str = GENERAL, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group = group
+
+
+class GroupedCommand(click.Command):
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                groups.setdefault(getattr(param, "group", GENERAL), []).append(record)
+        for name in [*GROUP_ORDER, *sorted(set(groups) - set(GROUP_ORDER))]:
+            if name in groups:
+                with formatter.section(name):
+                    formatter.write_dl(groups[name])
+
+
+def option(group: str, *decls: str, **kwargs: Any) -> GroupedOption:
+    """An option whose default is the Settings field of the same name."""
+    opt = GroupedOption(decls, group=group, **kwargs)
+    if "default" not in kwargs and hasattr(DEFAULTS, opt.name or ""):
+        opt.default = getattr(DEFAULTS, opt.name or "")
+    opt.show_default = "default" not in kwargs and not opt.is_flag
+    return opt
+
+
+def env(name: str) -> str:
+    return f"LLAMA_ARG_{name}"
+
+
+def builtin_options() -> list[click.Option]:
+    """Every option of the core settings (general, server, server/completion)."""
+    return [
+        option(
+            GENERAL,
+            "-v",
+            "--verbose",
+            "--log-verbose",
+            "verbose",
+            is_flag=True,
+            help="Set verbosity level to infinity (i.e. log all messages)",
+        ),
+        option(
+            GENERAL,
+            "-lv",
+            "--verbosity",
+            "--log-verbosity",
+            "log_verbosity",
+            type=click.IntRange(min=0),
+            metavar="V",
+            help="Set the verbosity threshold: 0 logs info and above, 1 or more also "
+            "debug messages",
+        ),
+        option(
+            GENERAL, "--log-format", type=click.Choice(["text", "json"]), help="Log line format"
+        ),
+        option(GENERAL, "--log-colors", is_flag=True, help="Enable colored logging"),
+        option(
+            GENERAL,
+            "--trace-hooks",
+            is_flag=True,
+            help="Log every plugin hook call (debug level; also $LLAMA_BOX_TRACE_HOOKS=1)",
+        ),
+        # server
+        option(
+            SERVER,
+            "--host",
+            metavar="HOST",
+            help="IP address to listen, or bind to an UNIX socket if the address ends with .sock",
+        ),
+        option(
+            SERVER, "--port", type=click.IntRange(0, 65535), metavar="PORT", help="Port to listen"
+        ),
+        option(
+            SERVER,
+            "-to",
+            "--timeout",
+            "timeout",
+            type=click.IntRange(min=1),
+            metavar="N",
+            help="Server read/write timeout in seconds: a request that waits this long "
+            "for a free slot gets 503",
+        ),
+        option(
+            SERVER,
+            "--threads-http",
+            type=click.IntRange(-1, 64),
+            metavar="N",
+            envvar=env("THREADS_HTTP"),
+            help="Number of threads used to process HTTP requests (tokenizing and other "
+            "blocking work off the event loop; -1 = Python's default)",
+        ),
+        option(
+            SERVER,
+            "--conn-idle",
+            type=click.IntRange(min=1),
+            metavar="N",
+            help="Server connection idle in seconds (idle keep-alive connections close)",
+        ),
+        option(
+            SERVER,
+            "--conn-keepalive",
+            type=click.IntRange(min=1),
+            metavar="N",
+            help="Server connection keep-alive in seconds (TCP keep-alive probes)",
+        ),
+        option(
+            SERVER,
+            "-m",
+            "--model",
+            "model",
+            metavar="FILE",
+            envvar=env("MODEL"),
+            type=click.Path(dir_okay=False),
+            help="Model path",
+        ),
+        option(SERVER, "-a", "--alias", metavar="NAME", help="Model name alias"),
+        option(
+            SERVER,
+            "--swa-full",
+            is_flag=True,
+            help="Use full-size SWA cache (default disabled)",
+        ),
+        option(
+            SERVER,
+            "-kvu",
+            "--kv-unified",
+            "kv_unified",
+            is_flag=True,
+            envvar=env("KV_UNIFIED"),
+            help="Use a single unified KV buffer shared by all slots (default: each slot "
+            "owns its share of -c)",
+        ),
+        option(
+            SERVER,
+            "-fa",
+            "--flash-attn/--no-flash-attn",
+            "flash_attn",
+            default=None,
+            envvar=env("FLASH_ATTN"),
+            help="Enable Flash Attention, which can reduce (V)RAM but increase computation; "
+            "--no-flash-attn disables it (default: llama.cpp decides, as llama-server's auto)",
+        ),
+        option(
+            SERVER,
+            "-ngl",
+            "--gpu-layers",
+            "--n-gpu-layers",
+            "n_gpu_layers",
+            type=int,
+            metavar="N",
+            envvar=env("N_GPU_LAYERS"),
+            help="Number of layers to store in VRAM (-1 = all, 0 = no offloading)",
+        ),
+        option(
+            SERVER,
+            "--repack/--no-repack",
+            " /-nr",
+            "repack",
+            default=None,
+            envvar=env("REPACK"),
+            help="Whether to repack weights for this CPU's faster kernels (llama.cpp's extra "
+            "buffer types; default: on, except on CPUs with AMX where a one-time probe "
+            "decides)",
+        ),
+        option(
+            SERVER,
+            "--no-host",
+            is_flag=True,
+            envvar=env("NO_HOST"),
+            help="Bypass host buffer allowing extra buffers to be used",
+        ),
+        option(
+            SERVER,
+            "--warmup/--no-warmup",
+            help="Warm up the model with an empty run before serving",
+        ),
+        option(
+            SERVER,
+            "--api-key",
+            "api_key",
+            multiple=True,
+            metavar="KEY",
+            envvar="LLAMA_API_KEY",
+            default=(),
+            help="API key to use for authentication, may be repeated; every endpoint but "
+            "/health and /v1/models then needs it",
+        ),
+        option(
+            SERVER,
+            "--api-key-file",
+            metavar="FILE",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Path to file containing API keys, one per line",
+        ),
+        option(
+            SERVER,
+            "--metrics",
+            is_flag=True,
+            envvar=env("METRICS"),
+            help="Enable prometheus compatible metrics endpoint",
+        ),
+        option(
+            SERVER,
+            "--props",
+            is_flag=True,
+            envvar=env("ENDPOINT_PROPS"),
+            help="Enable changing global properties via POST /props",
+        ),
+        # server/completion
+        option(
+            COMPLETION,
+            "--chat-template",
+            metavar="BUILTIN",
+            envvar=env("CHAT_TEMPLATE"),
+            help="Set built-in chat template (default: analyze from model's metadata)",
+        ),
+        option(
+            COMPLETION,
+            "--jinja",
+            is_flag=True,
+            help="Render the chat template with Jinja (the model's, or --chat-template-file)",
+        ),
+        option(
+            COMPLETION,
+            "--chat-template-file",
+            metavar="FILE",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Set jinja chat template (implies --jinja)",
+        ),
+        option(
+            COMPLETION,
+            "-t",
+            "--threads",
+            type=int,
+            metavar="N",
+            envvar=env("THREADS"),
+            help="Number of threads to use during generation (-1 = all usable CPUs)",
+        ),
+        option(
+            COMPLETION,
+            "-tb",
+            "--threads-batch",
+            type=int,
+            metavar="N",
+            help="Number of threads to use during batch and prompt processing "
+            "(-1 = same as --threads)",
+        ),
+        option(
+            COMPLETION,
+            "-c",
+            "--ctx-size",
+            type=click.IntRange(min=0),
+            metavar="N",
+            envvar=env("CTX_SIZE"),
+            help="Size of the prompt context, shared by the slots (0 = loaded from model)",
+        ),
+        option(
+            COMPLETION,
+            "-np",
+            "--parallel",
+            "n_parallel",
+            type=click.IntRange(min=1),
+            metavar="N",
+            envvar=env("N_PARALLEL"),
+            help="Number of parallel sequences (slots) to decode",
+        ),
+        option(
+            COMPLETION,
+            "-b",
+            "--batch-size",
+            type=click.IntRange(min=1),
+            metavar="N",
+            envvar=env("BATCH"),
+            help="Logical batch size",
+        ),
+        option(
+            COMPLETION,
+            "-ub",
+            "--ubatch-size",
+            type=click.IntRange(min=1),
+            metavar="N",
+            envvar=env("UBATCH"),
+            help="Physical batch size",
+        ),
+        option(
+            COMPLETION,
+            "-n",
+            "--predict",
+            "--n-predict",
+            "n_predict",
+            type=click.IntRange(min=-1),
+            metavar="N",
+            envvar=env("N_PREDICT"),
+            help="Number of tokens to predict (-1 = until the context is full)",
+        ),
+        option(
+            COMPLETION,
+            "-tps",
+            "--tokens-per-second",
+            "tokens_per_second",
+            type=click.IntRange(min=-1),
+            metavar="N",
+            help="Maximum number of tokens per second (0 = disabled, -1 = try to detect); "
+            "when enabled, limit the request within its X-Request-Tokens-Per-Second "
+            "HTTP header",
+        ),
+        option(
+            COMPLETION,
+            "--mmap/--no-mmap",
+            help="Memory-map the model (faster load, may increase pageouts)",
+        ),
+        option(
+            COMPLETION,
+            "--mlock",
+            is_flag=True,
+            help="Force system to keep model in RAM rather than swapping or compressing",
+        ),
+        option(
+            COMPLETION,
+            "-ctk",
+            "--cache-type-k",
+            type=click.Choice(CACHE_TYPES),
+            help="KV cache data type for K",
+        ),
+        option(
+            COMPLETION,
+            "-ctv",
+            "--cache-type-v",
+            type=click.Choice(CACHE_TYPES),
+            help="KV cache data type for V",
+        ),
+        *slot_options(),
+    ]
+
+
+def slot_options() -> list[click.Option]:
+    """Slots, the prompt cache and context shift."""
+    return [
+        option(
+            COMPLETION,
+            "--slots/--no-slots",
+            "slots",
+            envvar=env("SLOTS"),
+            help="Expose GET /slots and the slot actions (disable: --no-slots)",
+        ),
+        option(
+            COMPLETION,
+            "--slot-save-path",
+            metavar="PATH",
+            type=click.Path(exists=True, file_okay=False),
+            help="Path to save slot kv cache (default: disabled)",
+        ),
+        option(
+            COMPLETION,
+            "--cache-prompt/--no-cache-prompt",
+            "cache_prompt",
+            help="Reuse the KV cache of a slot's previous prompt (disable: --no-cache-prompt)",
+        ),
+        option(
+            COMPLETION,
+            "--cache-reuse",
+            type=click.IntRange(min=0),
+            metavar="N",
+            help="Min chunk size to attempt reusing from the cache via KV shifting (0 = off)",
+        ),
+        option(
+            COMPLETION,
+            "-sps",
+            "--slot-prompt-similarity",
+            "slot_prompt_similarity",
+            type=click.FloatRange(0.0, 1.0),
+            metavar="N",
+            help="How much the prompt of a request must match the prompt of a slot in "
+            "order to use that slot (0.0 = disabled)",
+        ),
+        option(
+            COMPLETION,
+            "--context-shift/--no-context-shift",
+            "context_shift",
+            help="Context shift on infinite text generation: when a slot is full, drop "
+            "half of what follows the kept prompt head and go on",
+        ),
+        option(
+            COMPLETION,
+            "--keep",
+            type=click.IntRange(min=-1),
+            metavar="N",
+            help="Number of tokens to keep from the initial prompt (-1 = all)",
+        ),
+    ]
