@@ -203,6 +203,11 @@ class Candidates:
         self.selected = selected
 
     @property
+    def capacity(self) -> int:
+        """How many candidates there were before any stage dropped some."""
+        return len(self._entries)
+
+    @property
     def entries(self) -> np.ndarray:
         """The structured view (fields ``id``, ``logit``, ``p``) of the live candidates."""
         return self._entries[: self.size]
