@@ -111,23 +111,61 @@ def test_without_keys_nothing_asks_for_one(client: TestClient) -> None:
     assert client.post("/tokenize", json={"content": "hi"}).status_code == 200
 
 
+PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x"}
+
+
 def test_cors_lets_browsers_call_even_with_keys() -> None:
+    """llama-server's defaults: any origin, echoed (credentials are allowed), preflights
+    on any path answered before routing and without a key."""
     with serve(Settings(model="fake.gguf", api_key=("k1",))) as client:
-        preflight = client.options(
-            "/v1/chat/completions",
-            headers={
-                "Origin": "http://app.example",
-                "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "authorization, content-type",
-            },
-        )
-        assert preflight.status_code == 204
-        assert preflight.headers["access-control-allow-origin"] == "*"
-        assert "POST" in preflight.headers["access-control-allow-methods"]
-        assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        for path in ("/v1/chat/completions", "/completions", "/no/such/route"):
+            preflight = client.options(path, headers={"Origin": "http://app.example", **PREFLIGHT})
+            assert preflight.status_code == 200, path
+            assert preflight.headers["access-control-allow-origin"] == "http://app.example"
+            assert preflight.headers["access-control-allow-credentials"] == "true"
+            assert preflight.headers["access-control-allow-methods"] == "GET, POST, DELETE, OPTIONS"
+            assert preflight.headers["access-control-allow-headers"] == "*"
         response = client.get("/health", headers={"Origin": "http://app.example"})
-        assert response.headers["access-control-allow-origin"] == "*"
+        assert response.headers["access-control-allow-origin"] == "http://app.example"
         assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
+        assert (
+            client.get("/no/such/route", headers={"Origin": "http://a.b"}).headers[
+                "access-control-allow-origin"
+            ]
+            == "http://a.b"
+        )
+
+
+@pytest.mark.parametrize(
+    ("origins", "origin", "allowed"),
+    [
+        ("localhost", "http://localhost", True),
+        ("localhost", "http://127.0.0.1:3000", True),
+        ("localhost", "http://[::1]:3000", True),
+        ("localhost", "http://localhost.evil.com", False),
+        ("localhost", "http://notlocalhost", False),
+        ("localhost", "http://evil.com", False),
+        ("http://a.example,http://b.example", "http://b.example", True),
+        ("http://a.example,http://b.example", "http://c.example", False),
+    ],
+)
+def test_cors_origins_reflect_only_what_they_allow(
+    origins: str, origin: str, allowed: bool
+) -> None:
+    with serve(Settings(model="fake.gguf", cors_origins=origins)) as client:
+        for response in (
+            client.options("/completions", headers={"Origin": origin, **PREFLIGHT}),
+            client.get("/health", headers={"Origin": origin}),
+        ):
+            assert response.status_code == 200
+            expected = origin if allowed else None
+            assert response.headers.get("access-control-allow-origin") == expected
+
+
+def test_cors_without_credentials_allows_any_origin_as_star() -> None:
+    with serve(Settings(model="fake.gguf", cors_credentials=False)) as client:
+        response = client.get("/health", headers={"Origin": "http://x.example"})
+        assert response.headers["access-control-allow-origin"] == "*"
 
 
 def test_request_id_is_echoed_or_made_on_every_response(client: TestClient) -> None:

@@ -55,6 +55,15 @@ class Settings(msgspec.Struct, kw_only=True):
     api_key_file: str | None = None
     metrics: bool = False
     props: bool = False
+    cors_origins: str = "*"
+    """Origins browsers may call from: "*", "localhost" (loopback origins only), or a
+    comma-separated list of origins."""
+    cors_methods: str = "GET, POST, DELETE, OPTIONS"
+    cors_headers: str = "*"
+    cors_credentials: bool = True
+    max_body_size: int = 64 * 2**20
+    max_json_depth: int = 64
+    max_json_array: int = 1_000_000
 
     # server/completion
     chat_template: str | None = None

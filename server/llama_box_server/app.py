@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 
 import pluggy
 from litestar import Litestar
-from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
@@ -19,7 +18,9 @@ from litestar.openapi import OpenAPIConfig
 from llama_box_core.engine import Engine
 from llama_box_core.settings import Settings
 from llama_box_server import __version__
+from llama_box_server.cors import CorsMiddleware
 from llama_box_server.errors import handle_exception
+from llama_box_server.limits import BodyLimitsMiddleware
 from llama_box_server.middleware import (
     REQUEST_ID_HEADER,
     ApiKeyMiddleware,
@@ -66,6 +67,7 @@ def create_app(
     if api_keys:
         log.info("API key authentication is on (%d keys)", len(api_keys))
         middleware.append(ApiKeyMiddleware(api_keys))
+    middleware.append(BodyLimitsMiddleware(settings))
     if settings.tokens_per_second:
         middleware.append(TokenPacingMiddleware(engine, settings.tokens_per_second))
 
@@ -77,16 +79,17 @@ def create_app(
         },
         exception_handlers={Exception: handle_exception},
         middleware=middleware,
-        # Any origin, method and header, as llama-server allows, so browsers may call the API.
-        cors_config=CORSConfig(expose_headers=[REQUEST_ID_HEADER]),
         lifespan=[run_engine],
         openapi_config=OpenAPIConfig(title="llama-box", version=__version__),
         logging_config=None,
+        request_max_body_size=None,  # BodyLimitsMiddleware bounds it, with a 400
         debug=False,
     )
-    # Outermost, around CORS and routing too, so every response (404s and preflights
-    # included) carries the id and every log line of the request shows it.
-    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    # Before routing, as llama-server: preflights on any path, and every answer (404s too)
+    # carries the CORS headers. Outermost, the request id, so every response and every log
+    # line of the request has it.
+    cors = CorsMiddleware(app.asgi_handler, settings, expose=(REQUEST_ID_HEADER,))
+    app.asgi_handler = RequestIdMiddleware(cors)
     app.state.engine = engine
     return app
 

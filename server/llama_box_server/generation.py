@@ -202,7 +202,7 @@ def usage_of(finishes: Sequence[FinishEvent]) -> Usage:
     prompt = sum(f.n_prompt for f in finishes)
     completion = sum(f.n_predicted for f in finishes)
     first = finishes[0]
-    timings = first.timings.summary(first.n_prompt, first.n_predicted)
+    timings = first.timings_summary()
     time_to_first_token = (first.timings.prompt_end - first.timings.queued) * 1000.0
     return Usage(
         prompt_tokens=prompt,

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 TOKENS_PER_SECOND_HEADER = "X-Request-Tokens-Per-Second"
-PUBLIC_ROUTES = frozenset({("GET", "/health"), ("GET", "/v1/models"), ("GET", "/models")})
+PUBLIC_ROUTES = frozenset(
+    {("GET", "/health"), ("GET", "/v1/health"), ("GET", "/v1/models"), ("GET", "/models")}
+)
 """What answers without an API key: probes and model discovery, as in llama-server."""
 
 request_id: ContextVar[str | None] = ContextVar("llama_box_request_id", default=None)
@@ -72,7 +74,7 @@ class RequestIdMiddleware:
             # probes only at debug level, as llama-server, not to flood the log. Status 0:
             # the client left before any answer.
             log.log(
-                logging.DEBUG if scope["path"] == "/health" else logging.INFO,
+                logging.DEBUG if scope["path"] in ("/health", "/v1/health") else logging.INFO,
                 "%s %s -> %d (%.1f ms)",
                 scope["method"],
                 scope["path"],

@@ -23,11 +23,14 @@ class Timings:
     prompt_end: float = 0.0
     last_token: float = 0.0
 
-    def summary(self, n_prompt: int, n_predicted: int) -> dict[str, float]:
-        """The llama.cpp ``timings`` object (milliseconds and tokens per second)."""
+    def summary(self, n_cached: int, n_prompt: int, n_predicted: int) -> dict[str, float]:
+        """llama-server's ``timings`` object: ``cache_n`` prompt tokens reused from the
+        slot's cache, ``prompt_n`` evaluated, ``predicted_n`` generated (milliseconds and
+        tokens per second)."""
         prompt_ms = (self.prompt_end - self.prompt_start) * 1000.0
         predicted_ms = (self.last_token - self.prompt_end) * 1000.0 if n_predicted else 0.0
         return {
+            "cache_n": n_cached,
             "prompt_n": n_prompt,
             "prompt_ms": prompt_ms,
             "prompt_per_token_ms": prompt_ms / n_prompt if n_prompt else 0.0,
@@ -66,6 +69,9 @@ class FinishEvent:
     """Prompt tokens reused from the slot's cache instead of evaluated."""
     truncated: bool = False
     """The context was shifted (or the prompt cut) to make room."""
+
+    def timings_summary(self) -> dict[str, float]:
+        return self.timings.summary(self.n_cached, self.n_prompt - self.n_cached, self.n_predicted)
 
 
 @dataclass(slots=True)

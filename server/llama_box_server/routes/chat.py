@@ -115,17 +115,14 @@ def flatten(message: MessageIn) -> ChatMessage:
     return ChatMessage(role=message.role, content="\n".join(texts))
 
 
-@post("/v1/chat/completions", status_code=200)
+@post(["/v1/chat/completions", "/chat/completions"], status_code=200)
 async def chat_completions(
     data: JSONBody[ChatCompletionRequest],
     engine: NamedDependency[Engine],
     settings: NamedDependency[Settings],
     request: Request,
 ) -> ChatCompletion | EventStream:
-    try:
-        prompt = await engine.apply_chat_template([flatten(m) for m in data.messages])
-    except ValueError as error:
-        raise ApiError(400, str(error)) from error
+    prompt = await render(engine, data.messages)
     max_tokens = data.max_completion_tokens if data.max_tokens is None else data.max_tokens
     top_n = (data.top_logprobs or 0) if data.logprobs else None
     requests = await build_requests(
@@ -199,6 +196,48 @@ async def chat_stream(
     yield SSE_DONE
 
 
+class TemplateRequest(msgspec.Struct, kw_only=True):
+    """The part of a chat request that the template reads (other fields are ignored)."""
+
+    messages: Annotated[list[MessageIn], Meta(min_length=1)]
+
+
+class RenderedPrompt(msgspec.Struct, kw_only=True):
+    prompt: str
+
+
+class InputTokens(msgspec.Struct, kw_only=True):
+    input_tokens: int
+    object: str = "response.input_tokens"
+
+
+async def render(engine: Engine, messages: list[MessageIn]) -> str:
+    try:
+        return await engine.apply_chat_template([flatten(m) for m in messages])
+    except ValueError as error:
+        raise ApiError(400, str(error)) from error
+
+
+@post("/apply-template", status_code=200)
+async def apply_template(
+    data: JSONBody[TemplateRequest], engine: NamedDependency[Engine]
+) -> RenderedPrompt:
+    """The prompt a chat request would run, as llama-server's /apply-template gives it."""
+    return RenderedPrompt(prompt=await render(engine, data.messages))
+
+
+@post(["/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"], status_code=200)
+async def count_input_tokens(
+    data: JSONBody[TemplateRequest], engine: NamedDependency[Engine]
+) -> InputTokens:
+    """How many prompt tokens a chat request would take."""
+    prompt = await render(engine, data.messages)
+    tokens = await engine.tokenize(prompt, add_special=True, parse_special=True)
+    return InputTokens(input_tokens=len(tokens))
+
+
 @hookimpl
 def llama_box_routes(register: Callable[..., None]) -> None:
     register(chat_completions)
+    register(apply_template)
+    register(count_input_tokens)

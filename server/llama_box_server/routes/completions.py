@@ -112,7 +112,7 @@ def native_result(
         truncated=finish.truncated,
         stop_type=finish.stop_type,
         stopping_word=finish.stopping_word,
-        timings=finish.timings.summary(finish.n_prompt, finish.n_predicted),
+        timings=finish.timings_summary(),
         completion_probabilities=[probabilities.native(p) for p in done.probabilities]
         if request.params.n_probs
         else None,
@@ -134,7 +134,7 @@ def n_predict_of(data: NativeFields) -> int | None:
     return data.n_predict if data.n_predict is not None else data.max_tokens
 
 
-@post("/completion", status_code=200)
+@post(["/completion", "/completions"], status_code=200)
 async def completion(
     data: JSONBody[CompletionRequest],
     engine: NamedDependency[Engine],

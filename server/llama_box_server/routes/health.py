@@ -16,7 +16,7 @@ class Health(msgspec.Struct):
     status: str
 
 
-@get("/health", sync_to_thread=False)
+@get(["/health", "/v1/health"], sync_to_thread=False)
 def health(engine: NamedDependency[Engine]) -> Health:
     engine.info  # noqa: B018 -- EngineNotReady (503) while the model loads
     return Health(status="ok")
