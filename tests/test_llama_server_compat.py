@@ -4,15 +4,21 @@ decoding (nesting, size, array length: a 400 naming the limit, never a 500)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
+import click
 import pytest
 from litestar.testing import TestClient
 
 from llama_box_core.settings import Settings
+from llama_box_server import cli
 from llama_box_server.app import create_app
+from llama_box_server.compat import IGNORED_KEY as KEY
 from llama_box_server.errors import ApiError
 from llama_box_server.limits import check_json
+from llama_box_server.llama_server_flags import LLAMA_SERVER_FLAGS
 from llama_box_server.plugins import create_plugin_manager, load_plugins
 from tests.conftest import Server
 from tests.fakes import FakeModelPlugin
@@ -101,3 +107,83 @@ def test_openai_client_with_a_base_url_without_v1(server: Server) -> None:
     assert chat.choices[0].message.content is not None
     # As in llama-server, /completions without /v1 is the native completion, not OpenAI's
     # legacy one: only chat works through such a base URL.
+
+
+# --- llama-server's flags ----------------------------------------------------------------
+
+
+def command_flags() -> set[str]:
+    command = cli.build_cli(load_plugins(create_plugin_manager(), allow=[]))
+    flags = {"-h", "--help", "--usage"}
+    for param in command.params:
+        flags |= {*param.opts, *param.secondary_opts}
+    return flags
+
+
+def test_every_llama_server_flag_is_accepted() -> None:
+    ours = command_flags()
+    missing = [name for names, _, _ in LLAMA_SERVER_FLAGS for name in names if name not in ours]
+    assert not missing
+    assert len(LLAMA_SERVER_FLAGS) > 200
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
+    seen: list[Settings] = []
+    monkeypatch.setattr(cli, "serve", lambda settings, pm: seen.append(settings))
+    return seen
+
+
+def test_llama_server_spellings_reach_the_settings(captured: list[Settings]) -> None:
+    cli.main(["--temperature", "0.2", "--top-n-sigma", "1.5", "--typical-p", "0.7"])
+    cli.main(["--sampler-seq", "kt", "--no-jinja", "-fa", "off", "--log-colors", "auto"])
+    cli.main(["-fa", "--no-kv-unified", "--cors-origins", "localhost"])
+    cli.main(["--no-flash-attn", "-kvu"])
+    first, second, third, fourth = captured
+    assert (first.sampling.temperature, first.sampling.top_n_sigma) == (0.2, 1.5)
+    assert first.sampling.typical_p == 0.7
+    assert second.sampling.samplers == ("top_k", "temperature") and not second.jinja
+    assert (second.flash_attn, second.log_colors) == (False, None)
+    assert (third.flash_attn, third.kv_unified, third.cors_origins) == (True, False, "localhost")
+    assert (fourth.flash_attn, fourth.kv_unified) == (False, True)
+
+
+def test_flags_without_meaning_here_are_logged_as_ignored(
+    captured: list[Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ignored: list[list[str]] = []
+    monkeypatch.setattr(
+        cli, "serve", lambda settings, pm: ignored.append(click.get_current_context().meta[KEY])
+    )
+    cli.main(["--no-ui", "--numa", "distribute", "--cache-ram", "0", "-cb", "--no-perf"])
+    assert ignored == [["--no-webui", "--numa", "--cache-ram", "--no-cont-batching", "--no-perf"]]
+
+
+def test_tools_make_cors_default_to_localhost(captured: list[Settings]) -> None:
+    cli.main(["--tools", "all"])
+    cli.main(["--tools", "all", "--cors-origins", "*"])
+    assert [s.cors_origins for s in captured] == ["localhost", "*"]
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--hf-repo", "ggml-org/models"], "--hf-repo downloads a model"),
+        (["-hf", "x"], "loads local files only"),
+        (["--lora", "a.gguf"], "--lora is not supported by llama-box yet"),
+        (["--ssl-key-file", "k.pem"], "TLS"),
+        (["--gpt-oss-20b-default"], "downloads a model"),
+    ],
+)
+def test_flags_that_need_what_llama_box_does_not_do_stop_with_one_line(
+    args: list[str], reason: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "llama_box_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("llama-box: error:") and reason in lines[0]

@@ -153,6 +153,7 @@ def test_cors_origins_reflect_only_what_they_allow(
     origins: str, origin: str, allowed: bool
 ) -> None:
     with serve(Settings(model="fake.gguf", cors_origins=origins)) as client:
+        client.app.state.engine.wait_until_settled()
         for response in (
             client.options("/completions", headers={"Origin": origin, **PREFLIGHT}),
             client.get("/health", headers={"Origin": origin}),
@@ -164,6 +165,7 @@ def test_cors_origins_reflect_only_what_they_allow(
 
 def test_cors_without_credentials_allows_any_origin_as_star() -> None:
     with serve(Settings(model="fake.gguf", cors_credentials=False)) as client:
+        client.app.state.engine.wait_until_settled()
         response = client.get("/health", headers={"Origin": "http://x.example"})
         assert response.headers["access-control-allow-origin"] == "*"
 

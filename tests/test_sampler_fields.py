@@ -26,7 +26,8 @@ FIELDS = {f.name: f for f in sampler_fields()}
 
 def test_fields_follow_the_struct() -> None:
     assert list(FIELDS) == list(SamplingParams.__struct_fields__)
-    assert FIELDS["temperature"].flags == ("--temp",) and FIELDS["temperature"].props
+    assert FIELDS["temperature"].flags == ("--temp", "--temperature")
+    assert FIELDS["temperature"].props
     assert (FIELDS["top_p"].ge, FIELDS["top_p"].le) == (0, 1)
 
 

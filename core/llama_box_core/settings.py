@@ -29,7 +29,7 @@ class Settings(msgspec.Struct, kw_only=True):
     verbose: bool = False
     log_verbosity: int = 0
     log_format: str = "text"
-    log_colors: bool = False
+    log_colors: bool | None = False
     trace_hooks: bool = False
 
     # server

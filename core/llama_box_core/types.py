@@ -43,7 +43,9 @@ class SamplingParams(msgspec.Struct, kw_only=True, frozen=True):
     ``llama_box_sampler_stages``. Token-level inputs are already token ids here.
     """
 
-    temperature: Annotated[float, knob("--temp", help="Temperature", ge=0.0, props=True)] = 0.8
+    temperature: Annotated[
+        float, knob("--temp", "--temperature", help="Temperature", ge=0.0, props=True)
+    ] = 0.8
     dynatemp_range: Annotated[
         float, knob("--dynatemp-range", help="Dynamic temperature range (0.0 = disabled)", ge=0.0)
     ] = 0.0
@@ -62,11 +64,15 @@ class SamplingParams(msgspec.Struct, kw_only=True, frozen=True):
     typical_p: Annotated[
         float,
         knob(
-            "--typical", help="Locally typical sampling, parameter p (1.0 = disabled)", ge=0, le=1
+            "--typical",
+            "--typical-p",
+            help="Locally typical sampling, parameter p (1.0 = disabled)",
+            ge=0,
+            le=1,
         ),
     ] = 1.0
     top_n_sigma: Annotated[
-        float, knob("--top-nsigma", help="Top-N-Sigma sampling (-1.0 = disabled)")
+        float, knob("--top-nsigma", "--top-n-sigma", help="Top-N-Sigma sampling (-1.0 = disabled)")
     ] = -1.0
     xtc_probability: Annotated[
         float, knob("--xtc-probability", help="XTC probability (0.0 = disabled)", ge=0, le=1)

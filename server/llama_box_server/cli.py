@@ -20,10 +20,12 @@ import pluggy
 from llama_box_core.plugins import describe_plugins, enable_hook_tracing
 from llama_box_core.settings import Settings
 from llama_box_server import __version__
+from llama_box_server.compat import IGNORED_KEY, compat_options, log_ignored
 from llama_box_server.logs import configure_logging
 from llama_box_server.options import (
     DEFAULTS,
     GENERAL,
+    NO_FLASH_ATTN,
     GroupedCommand,
     GroupedOption,
     builtin_options,
@@ -121,8 +123,19 @@ def build_cli(pm: pluggy.PluginManager) -> click.Command:
     params = [*info_options(), *builtin_options(), *sampling_options()]
     field_names = set(msgspec.structs.asdict(DEFAULTS))
     extra = plugin_options(pm, {p.name or "" for p in params})
+    flags = {"-h", "--help", "--usage"}
+    for param in [*params, *extra]:
+        flags |= {*param.opts, *param.secondary_opts}
+    extra += compat_options(flags)
 
     def run(**values: Any) -> None:
+        if values.pop(NO_FLASH_ATTN, False):
+            values["flash_attn"] = False
+        ctx = click.get_current_context()
+        if "--tools" in ctx.meta.get(IGNORED_KEY, ()) and (
+            ctx.get_parameter_source("cors_origins") == click.core.ParameterSource.DEFAULT
+        ):
+            values["cors_origins"] = "localhost"  # as llama-server does with tools on
         sampling_values, values = split_values(values)
         try:
             sampling = sampling_from_options(sampling_values)
@@ -176,9 +189,12 @@ def serve(settings: Settings, pm: pluggy.PluginManager) -> None:
     from llama_box_server.app import create_app
 
     check_settings(settings)
+    ctx = click.get_current_context(silent=True)
     if settings.chat_template_file:
         settings.jinja = True
     configure_logging(settings)
+    if ctx is not None:
+        log_ignored(ctx)
     if settings.trace_hooks:
         enable_hook_tracing(pm)
     failure: list[BaseException] = []

@@ -46,6 +46,29 @@ def option(group: str, *decls: str, **kwargs: Any) -> GroupedOption:
     return opt
 
 
+SWITCH_VALUES = {"on": True, "true": True, "1": True, "enabled": True, "off": False}
+SWITCH_VALUES |= {"false": False, "0": False, "disabled": False, "auto": None}
+
+
+class Switch(click.ParamType):
+    """llama.cpp's on/off/auto values (also true/false, 1/0): True, False or None (auto)."""
+
+    name = "on|off|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, bool):
+            return value
+        key = str(value).strip().lower()
+        if key not in SWITCH_VALUES:
+            self.fail(f"{value!r} is not one of on, off, auto", param, ctx)
+        return SWITCH_VALUES[key]
+
+
+SWITCH = Switch()
+NO_FLASH_ATTN = "no_flash_attn"
+"""--no-flash-attn, folded into flash_attn by the command."""
+
+
 def env(name: str) -> str:
     return f"LLAMA_ARG_{name}"
 
@@ -76,7 +99,15 @@ def builtin_options() -> list[click.Option]:
         option(
             GENERAL, "--log-format", type=click.Choice(["text", "json"]), help="Log line format"
         ),
-        option(GENERAL, "--log-colors", is_flag=True, help="Enable colored logging"),
+        option(
+            GENERAL,
+            "--log-colors",
+            type=SWITCH,
+            is_flag=False,
+            flag_value="on",
+            metavar="[on|off|auto]",
+            help="Enable colored logging (given alone: on)",
+        ),
         option(
             GENERAL,
             "--trace-hooks",
@@ -145,10 +176,9 @@ def builtin_options() -> list[click.Option]:
         ),
         option(
             SERVER,
-            "-kvu",
-            "--kv-unified",
+            "--kv-unified/--no-kv-unified",
+            "-kvu/-no-kvu",
             "kv_unified",
-            is_flag=True,
             envvar=env("KV_UNIFIED"),
             help="Use a single unified KV buffer shared by all slots (default: each slot "
             "owns its share of -c)",
@@ -156,12 +186,23 @@ def builtin_options() -> list[click.Option]:
         option(
             SERVER,
             "-fa",
-            "--flash-attn/--no-flash-attn",
+            "--flash-attn",
             "flash_attn",
+            type=SWITCH,
+            is_flag=False,
+            flag_value="on",
             default=None,
+            metavar="[on|off|auto]",
             envvar=env("FLASH_ATTN"),
-            help="Enable Flash Attention, which can reduce (V)RAM but increase computation; "
-            "--no-flash-attn disables it (default: llama.cpp decides, as llama-server's auto)",
+            help="Set Flash Attention use, which can reduce (V)RAM but increase computation "
+            "(given alone: on; default: auto, llama.cpp decides, as llama-server)",
+        ),
+        option(
+            SERVER,
+            "--no-flash-attn",
+            NO_FLASH_ATTN,
+            is_flag=True,
+            help="Disable Flash Attention (= -fa off)",
         ),
         option(
             SERVER,
@@ -292,8 +333,9 @@ def builtin_options() -> list[click.Option]:
         ),
         option(
             COMPLETION,
-            "--jinja",
-            is_flag=True,
+            "--jinja/--no-jinja",
+            "jinja",
+            envvar=env("JINJA"),
             help="Render the chat template with Jinja (the model's, or --chat-template-file)",
         ),
         option(

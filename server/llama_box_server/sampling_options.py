@@ -74,7 +74,7 @@ def sampling_options() -> list[click.Option]:
     options: list[click.Option] = [_option(f) for f in sampler_fields() if f.flags]
     options += [
         GroupedOption(
-            ["--sampling-seq", SAMPLING_SEQ],
+            ["--sampling-seq", "--sampler-seq", SAMPLING_SEQ],
             group=COMPLETION,
             metavar="SEQUENCE",
             help="Simplified sequence for samplers that will be used: e=penalties, d=dry, "
