@@ -10,6 +10,7 @@ import pluggy
 from llama_box_core import plugins as core_plugins
 from llama_box_server import chat_template, hookspecs
 from llama_box_server.routes import (
+    anthropic,
     chat,
     completions,
     health,
@@ -26,6 +27,7 @@ BUILTIN_PLUGINS = (
     models,
     completions,
     chat,
+    anthropic,
     tokenize,
     slots,
     infill,
