@@ -23,17 +23,20 @@ def is_loopback(origin: str) -> bool:
 
 
 class CorsMiddleware:
+    """Header names as llama-server writes them: clients that read headers into a plain
+    dict (llama.cpp's own tests do) look them up with this capitalisation."""
+
     def __init__(self, app: ASGIApp, settings: Settings, expose: tuple[str, ...] = ()) -> None:
         self.app = app
         self.origins = settings.cors_origins
         self.listed = {o.strip() for o in settings.cors_origins.split(",") if o.strip()}
         self.credentials = settings.cors_credentials
         self.preflight_headers = [
-            (b"access-control-allow-credentials", b"true" if self.credentials else b"false"),
-            (b"access-control-allow-methods", settings.cors_methods.encode("latin-1")),
-            (b"access-control-allow-headers", settings.cors_headers.encode("latin-1")),
+            (b"Access-Control-Allow-Credentials", b"true" if self.credentials else b"false"),
+            (b"Access-Control-Allow-Methods", settings.cors_methods.encode("latin-1")),
+            (b"Access-Control-Allow-Headers", settings.cors_headers.encode("latin-1")),
         ]
-        self.expose = [(b"access-control-expose-headers", ", ".join(expose).encode())]
+        self.expose = [(b"Access-Control-Expose-Headers", ", ".join(expose).encode())]
 
     def allowed_origin(self, origin: str | None) -> str | None:
         """The Access-Control-Allow-Origin value for a request from ``origin``, if any:
@@ -53,7 +56,7 @@ class CorsMiddleware:
             await self.app(scope, receive, send)
             return
         allow = self.allowed_origin(Headers.from_scope(scope).get("origin"))
-        origin_header = [(b"access-control-allow-origin", allow.encode("latin-1"))] if allow else []
+        origin_header = [(b"Access-Control-Allow-Origin", allow.encode("latin-1"))] if allow else []
         if scope["method"] == "OPTIONS":
             headers = [*origin_header, *self.preflight_headers, (b"content-length", b"0")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
