@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import click
+import httpx
 import pytest
 from litestar.testing import TestClient
 
@@ -20,7 +22,7 @@ from llama_box_server.errors import ApiError
 from llama_box_server.limits import check_json
 from llama_box_server.llama_server_flags import LLAMA_SERVER_FLAGS
 from llama_box_server.plugins import create_plugin_manager, load_plugins
-from tests.conftest import Server
+from tests.conftest import Server, free_port
 from tests.fakes import FakeModelPlugin
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -187,3 +189,56 @@ def test_flags_that_need_what_llama_box_does_not_do_stop_with_one_line(
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("llama-box: error:") and reason in lines[0]
+
+
+@pytest.mark.parametrize(
+    "client",
+    [Settings(model="fake.gguf", alias="tinyllama-2,fim,code", tags="chat,small")],
+    indirect=True,
+)
+def test_models_list_aliases_and_tags(client: TestClient) -> None:
+    (model,) = client.get("/models").json()["data"]
+    assert model["id"] == "code"  # the first alias in alphabetical order, as llama-server
+    assert (model["aliases"], model["tags"]) == (["code", "fim", "tinyllama-2"], ["chat", "small"])
+    assert (
+        client.post("/v1/chat/completions", json={"messages": MESSAGES}).json()["model"] == "code"
+    )
+
+
+@pytest.mark.slow
+def test_several_listen_addresses(gemma_path: str, tmp_path) -> None:
+    port = free_port()
+    log = (tmp_path / "log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_box_server",
+            "-m",
+            gemma_path,
+            "-c",
+            "512",
+            "--host",
+            "127.0.0.1,::1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for host in ("127.0.0.1", "[::1]"):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"http://{host}:{port}/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.2)
+            body = {"prompt": "1, 2,", "n_predict": 2}
+            assert httpx.post(f"http://{host}:{port}/completion", json=body).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(30)

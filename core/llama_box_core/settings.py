@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, kw_only=True):
     conn_keepalive: int = 15
     model: str | None = None
     alias: str | None = None
+    """Names clients may use for the model, comma-separated."""
+    tags: str | None = None
+    """Comma-separated labels /v1/models shows."""
     swa_full: bool = False
     kv_unified: bool = False
     """One KV buffer shared by every slot (llama.cpp's -kvu); off: each slot owns c/np."""
@@ -97,11 +100,23 @@ class Settings(msgspec.Struct, kw_only=True):
     plugin_options: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
+    def aliases(self) -> list[str]:
+        return sorted({name.strip() for name in (self.alias or "").split(",") if name.strip()})
+
+    @property
+    def model_tags(self) -> list[str]:
+        return sorted({tag.strip() for tag in (self.tags or "").split(",") if tag.strip()})
+
+    @property
     def model_name(self) -> str:
-        """The name clients see in /v1/models and in responses."""
-        if self.alias:
-            return self.alias
-        return os.path.basename(self.model or "")
+        """The name clients see in /v1/models and in responses: the first alias in
+        alphabetical order (as llama-server), else the file's name."""
+        return next(iter(self.aliases), None) or os.path.basename(self.model or "")
+
+    @property
+    def hosts(self) -> list[str]:
+        """The addresses to listen on: --host may list several, comma-separated."""
+        return [host.strip() for host in self.host.split(",") if host.strip()]
 
     @property
     def n_threads(self) -> int:

@@ -166,21 +166,28 @@ def check_settings(settings: Settings) -> None:
         )
 
 
-def listening_socket(settings: Settings) -> socket.socket:
+def listening_socket(host: str, settings: Settings) -> socket.socket:
     """Bind ourselves, so a UNIX socket (.sock) and TCP keep-alive are both ours to set."""
-    if settings.host.endswith(".sock"):
-        if os.path.exists(settings.host):
-            os.unlink(settings.host)
+    if host.endswith(".sock"):
+        if os.path.exists(host):
+            os.unlink(host)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(settings.host)
+        sock.bind(host)
         return sock
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.create_server((settings.host, settings.port), family=family, backlog=2048)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, settings.port), family=family, backlog=2048)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if hasattr(socket, "TCP_KEEPIDLE"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, settings.conn_keepalive)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, settings.conn_keepalive)
     return sock
+
+
+def address_of(sock: socket.socket) -> str:
+    if sock.family == socket.AF_UNIX:
+        return str(sock.getsockname())
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
 
 
 def serve(settings: Settings, pm: pluggy.PluginManager) -> None:
@@ -198,7 +205,10 @@ def serve(settings: Settings, pm: pluggy.PluginManager) -> None:
     if settings.trace_hooks:
         enable_hook_tracing(pm)
     failure: list[BaseException] = []
-    sock = listening_socket(settings)
+    try:
+        sockets = [listening_socket(host, settings) for host in settings.hosts]
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {settings.host}: {error}") from error
     config = uvicorn.Config(
         None,  # set below: the app needs the server to stop it on a failed load
         log_config=None,
@@ -214,13 +224,9 @@ def serve(settings: Settings, pm: pluggy.PluginManager) -> None:
         server.should_exit = True
 
     config.app = create_app(settings, pm, on_load_failure=on_load_failure)
-    where = (
-        settings.host
-        if settings.host.endswith(".sock")
-        else ("http://{}:{}".format(*sock.getsockname()[:2]))
-    )
+    where = ", ".join(address_of(sock) for sock in sockets)
     log.info("llama-box %s listening on %s", __version__, where)
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
     if failure:
         raise click.ClickException(f"model failed to load: {failure[0]}")
 

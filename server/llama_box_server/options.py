@@ -119,7 +119,8 @@ def builtin_options() -> list[click.Option]:
             SERVER,
             "--host",
             metavar="HOST",
-            help="IP address to listen, or bind to an UNIX socket if the address ends with .sock",
+            help="IP address to listen (several: comma-separated), or bind to an UNIX socket if "
+            "the address ends with .sock",
         ),
         option(
             SERVER, "--port", type=click.IntRange(0, 65535), metavar="PORT", help="Port to listen"
@@ -167,7 +168,22 @@ def builtin_options() -> list[click.Option]:
             type=click.Path(dir_okay=False),
             help="Model path",
         ),
-        option(SERVER, "-a", "--alias", metavar="NAME", help="Model name alias"),
+        option(
+            SERVER,
+            "-a",
+            "--alias",
+            metavar="NAMES",
+            envvar=env("ALIAS"),
+            help="Model name aliases, comma-separated (the first in alphabetical order is "
+            "the model's id)",
+        ),
+        option(
+            SERVER,
+            "--tags",
+            metavar="TAGS",
+            envvar=env("TAGS"),
+            help="Model tags, comma-separated, shown by /v1/models",
+        ),
         option(
             SERVER,
             "--swa-full",

@@ -19,6 +19,8 @@ STARTED = int(time.time())
 
 class Model(msgspec.Struct):
     id: str
+    aliases: list[str]
+    tags: list[str]
     object: str
     created: int
     owned_by: str
@@ -34,6 +36,8 @@ class ModelList(msgspec.Struct):
 def list_models(engine: NamedDependency[Engine], settings: NamedDependency[Settings]) -> ModelList:
     entry = Model(
         id=settings.model_name,
+        aliases=settings.aliases,
+        tags=settings.model_tags,
         object="model",
         created=STARTED,
         owned_by="llama-box",
