@@ -242,3 +242,57 @@ def test_several_listen_addresses(gemma_path: str, tmp_path) -> None:
     finally:
         process.terminate()
         process.wait(30)
+
+
+# --- chat requests as llama-server takes them -------------------------------------------
+
+CONVERSATION = [{"role": "system", "content": "Book"}, {"role": "user", "content": "Best book?"}]
+
+
+@pytest.mark.parametrize("client", [Settings(model="fake.gguf", verbose=True)], indirect=True)
+def test_a_final_assistant_message_is_continued(client: TestClient) -> None:
+    """The fake template renders "role:content;" per turn; a continued assistant message
+    follows the rendered turns without one of its own. --verbose shows the prompt."""
+    for prefill, text in (
+        ("Whi", "Whi"),
+        ([{"type": "text", "text": "W"}, {"type": "text", "text": "h"}], "W\n\nh"),
+    ):
+        body = {"messages": [*CONVERSATION, {"role": "assistant", "content": prefill}]}
+        answer = client.post("/chat/completions", json={**body, "max_tokens": 1}).json()
+        expected = "system:Book;user:Best book?;" + text  # then the fake's token pieces
+        assert answer["__verbose"]["prompt"] == "".join(f"<{ord(c) % 100}>" for c in expected)
+    alias = {"messages": [*CONVERSATION, {"role": "assistant", "content": "Whi"}]}
+    alias |= {"continue_final_message": True, "add_generation_prompt": False, "max_tokens": 1}
+    assert client.post("/chat/completions", json=alias).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"continue_final_message": True, "add_generation_prompt": True,
+         "messages": [*CONVERSATION, {"role": "assistant", "content": "W"}]},
+        {"messages": [*CONVERSATION, {"role": "assistant", "content": "a"},
+                      {"role": "assistant", "content": "b"}]},
+        {"continue_final_message": True, "messages": CONVERSATION},
+    ],
+)  # fmt: skip
+def test_chat_requests_llama_server_refuses(client: TestClient, body: dict) -> None:
+    assert client.post("/chat/completions", json=body).status_code == 400
+
+
+def test_prompt_objects_and_text_keys_in_openai_logit_bias(client: TestClient) -> None:
+    text = client.post("/completion", json={"prompt": {"prompt_string": "ab"}, "n_predict": 1})
+    assert text.status_code == 200
+    media = {"prompt": {"prompt_string": "a", "multimodal_data": ["AAAA"]}, "n_predict": 1}
+    response = client.post("/completion", json=media)
+    assert response.status_code == 400 and "projector" in response.json()["error"]["message"]
+    body = {"prompt": "ab", "n_predict": 2, "logit_bias": {"c": -100, "99": -100}}
+    assert client.post("/completion", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("client", [Settings(model="fake.gguf", n_parallel=2)], indirect=True)
+def test_a_prompt_past_the_slot_is_an_exceed_context_size_error(client: TestClient) -> None:
+    response = client.post("/completion", json={"prompt": "x" * 100, "n_predict": 1})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["type"] == "exceed_context_size_error"
+    assert (error["n_prompt_tokens"], error["n_ctx"]) == (100, 64)

@@ -152,7 +152,7 @@ def test_decode_failures_are_typed(model: LlamaCppModel, batch: DecodeBatch) -> 
     batch.add([236764] * (N_CTX // N_SLOTS + 10), 0, 0)
     with pytest.raises(KvCacheFull) as full:
         model.decode(batch)
-    assert full.value.status == 503
+    assert full.value.status == 500 and "Context size has been exceeded" in str(full.value)
     batch.clear()
     rows = np.zeros((2, model.info.n_embd), dtype=np.float32)
     batch.add_embeddings(rows, 0, 1, "last")

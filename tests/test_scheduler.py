@@ -206,7 +206,7 @@ def test_decode_failure_fails_the_batch_and_the_engine_goes_on(engine: Engine) -
 
 @pytest.mark.parametrize(
     ("error", "status"),
-    [(KvCacheFull("full"), 503), (InvalidBatch("bad"), 400), (DecodeError("other"), 500)],
+    [(KvCacheFull("full"), 500), (InvalidBatch("bad"), 400), (DecodeError("other"), 500)],
 )
 def test_decode_errors_map_to_their_status(engine: Engine, error: DecodeError, status: int) -> None:
     async def main() -> ErrorEvent | FinishEvent:

@@ -222,9 +222,10 @@ class DecodeError(RuntimeError):
 
 
 class KvCacheFull(DecodeError):
-    """No room in the KV cache for the batch."""
+    """No room in the KV cache for the batch (slots sharing a unified cache outgrew it).
+    llama-server answers this with a 500 saying the context size has been exceeded."""
 
-    status = 503
+    status = 500
 
 
 class DecodeAborted(DecodeError):

@@ -29,17 +29,23 @@ ERROR_TYPES = {
 class ApiError(Exception):
     """Raise anywhere in a handler to answer with this status and message."""
 
-    def __init__(self, status: int, message: str, error_type: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, error_type: str | None = None, **details: int
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.error_type = error_type or ERROR_TYPES.get(status, "server_error")
+        self.details = details
+        """Fields llama-server adds to some errors (``n_prompt_tokens``, ``n_ctx``)."""
 
 
-class ErrorBody(msgspec.Struct):
+class ErrorBody(msgspec.Struct, omit_defaults=True):
     code: int
     message: str
     type: str
+    n_prompt_tokens: int | None = None
+    n_ctx: int | None = None
 
 
 class ErrorResponse(msgspec.Struct):
@@ -47,7 +53,7 @@ class ErrorResponse(msgspec.Struct):
 
 
 def error_payload(error: ApiError) -> ErrorResponse:
-    return ErrorResponse(ErrorBody(error.status, error.message, error.error_type))
+    return ErrorResponse(ErrorBody(error.status, error.message, error.error_type, **error.details))
 
 
 def to_api_error(exc: BaseException) -> ApiError:

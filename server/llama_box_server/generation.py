@@ -31,7 +31,16 @@ from llama_box_server.errors import ApiError, error_payload
 
 # A prompt as llama.cpp's /completion takes it: text, token ids, or both mixed.
 PromptPart = int | str
-Prompt = str | list[PromptPart | list[PromptPart]]
+
+
+class JsonPrompt(msgspec.Struct, kw_only=True):
+    """llama-server's prompt object: text, and media for a multimodal model."""
+
+    prompt_string: str
+    multimodal_data: list[str] | str | None = None
+
+
+Prompt = str | JsonPrompt | list[PromptPart | list[PromptPart] | JsonPrompt]
 
 SSE_DONE = b"data: [DONE]\n\n"
 T = TypeVar("T")
@@ -127,9 +136,7 @@ class RequestSampling(msgspec.Struct, kw_only=True):
         entries: list[tuple[int | str, float | bool]] = []
         if isinstance(self.logit_bias, dict):
             for key, bias in self.logit_bias.items():
-                if not key.lstrip("-").isdigit():
-                    raise ApiError(400, f"logit_bias key {key!r} is not a token id")
-                entries.append((int(key), bias))
+                entries.append((int(key) if key.lstrip("-").isdigit() else key, bias))
         else:
             for entry in self.logit_bias or []:
                 if len(entry) != 2 or isinstance(entry[0], bool | float):
@@ -221,14 +228,24 @@ def usage_of(finishes: Sequence[FinishEvent]) -> Usage:
 
 def split_prompts(prompt: Prompt) -> list[str | list[PromptPart]]:
     """llama.cpp's rule: a string, or one list of token ids (mixed with strings), is one
-    prompt; a list of strings or of lists is several."""
+    prompt; a list of strings or of lists is several. A prompt object gives its text."""
+    if isinstance(prompt, JsonPrompt):
+        return [json_prompt_text(prompt)]
     if isinstance(prompt, str) or not prompt:
         return [prompt]
+    if any(isinstance(part, JsonPrompt) for part in prompt):
+        return [json_prompt_text(p) if isinstance(p, JsonPrompt) else p for p in prompt]  # type: ignore[misc]
     if any(isinstance(part, int) for part in prompt):
         if any(isinstance(part, list) for part in prompt):
             raise ApiError(400, "prompt mixes token ids with nested lists")
         return [prompt]  # type: ignore[list-item]
     return list(prompt)  # type: ignore[arg-type]
+
+
+def json_prompt_text(prompt: JsonPrompt) -> str:
+    if prompt.multimodal_data:
+        raise ApiError(400, "multimodal_data needs a multimodal projector (--mmproj)")
+    return prompt.prompt_string
 
 
 async def tokenize_prompt(engine: Engine, prompt: str | list[PromptPart]) -> list[int]:
@@ -266,6 +283,9 @@ def check_prompt(
             f"The prompt has {len(tokens)} tokens, which does not fit the slot's context of "
             f"{model.n_ctx_slot} tokens (-c {model.n_ctx_slot * model.n_slots} "
             f"shared by -np {model.n_slots} slots)",
+            "exceed_context_size_error",
+            n_prompt_tokens=len(tokens),
+            n_ctx=model.n_ctx_slot,
         )
     return tokens
 

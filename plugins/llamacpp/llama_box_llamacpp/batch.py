@@ -82,7 +82,7 @@ def _run(ctx: object, native: NativeBatch, n_rows: int) -> None:
         return
     what = f"llama_decode returned {rc} for {n_rows} rows"
     if rc == 1:
-        raise KvCacheFull(f"{what}: no room in the KV cache")
+        raise KvCacheFull(f"Context size has been exceeded ({what}: no room in the KV cache)")
     if rc == 2:
         raise DecodeAborted(f"{what}: aborted")
     if rc == -1:

@@ -54,6 +54,10 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     n: Annotated[int, Meta(ge=1)] = 1
     logprobs: bool = False
     top_logprobs: Annotated[int, Meta(ge=0, le=MAX_PROBS)] | None = None
+    add_generation_prompt: bool | None = None
+    continue_final_message: bool = False
+    """Continue the last (assistant) message instead of starting a new turn (vLLM's name
+    for what llama-server also does when the last message is the assistant's)."""
 
 
 class MessageOut(msgspec.Struct, kw_only=True):
@@ -100,7 +104,7 @@ class ChatCompletionChunk(msgspec.Struct, kw_only=True):
     system_fingerprint: str | None = None
 
 
-def flatten(message: MessageIn) -> ChatMessage:
+def flatten(message: MessageIn, separator: str = "\n") -> ChatMessage:
     """Text content parts joined; other kinds need a multimodal projector (--mmproj)."""
     content = message.content
     if content is None:
@@ -112,7 +116,23 @@ def flatten(message: MessageIn) -> ChatMessage:
         if part.type != "text" or part.text is None:
             raise ApiError(400, f"Content of type {part.type!r} is not supported by this model")
         texts.append(part.text)
-    return ChatMessage(role=message.role, content="\n".join(texts))
+    return ChatMessage(role=message.role, content=separator.join(texts))
+
+
+async def chat_prompt(engine: Engine, data: ChatCompletionRequest) -> str:
+    """The prompt of a chat request. A final assistant message is continued, as
+    llama-server does: the turns before it are rendered up to the assistant's turn, and
+    its text follows (``continue_final_message`` asks for exactly that)."""
+    messages = data.messages
+    if len(messages) >= 2 and messages[-1].role == messages[-2].role == "assistant":
+        raise ApiError(400, "Cannot have 2 or more assistant messages at the end of the list.")
+    if data.continue_final_message and data.add_generation_prompt:
+        raise ApiError(400, "continue_final_message and add_generation_prompt exclude each other")
+    if messages[-1].role != "assistant":
+        if data.continue_final_message:
+            raise ApiError(400, "continue_final_message needs a final assistant message")
+        return await render(engine, messages)
+    return await render(engine, messages[:-1]) + flatten(messages[-1], "\n\n").content
 
 
 @post(["/v1/chat/completions", "/chat/completions"], status_code=200)
@@ -121,8 +141,8 @@ async def chat_completions(
     engine: NamedDependency[Engine],
     settings: NamedDependency[Settings],
     request: Request,
-) -> ChatCompletion | EventStream:
-    prompt = await render(engine, data.messages)
+) -> ChatCompletion | EventStream | dict[str, Any]:
+    prompt = await chat_prompt(engine, data)
     max_tokens = data.max_completion_tokens if data.max_tokens is None else data.max_tokens
     top_n = (data.top_logprobs or 0) if data.logprobs else None
     requests = await build_requests(
@@ -153,7 +173,11 @@ async def chat_completions(
         )
         for i, d in enumerate(done)
     ]
-    return ChatCompletion(**header, choices=choices, usage=usage_of([d.finish for d in done]))
+    completion = ChatCompletion(**header, choices=choices, usage=usage_of([d.finish for d in done]))
+    if settings.verbose:  # llama-server's debugging aid: what the model was given
+        verbose = {"prompt": await engine.detokenize(requests[0].prompt)}
+        return msgspec.to_builtins(completion) | {"__verbose": verbose}
+    return completion
 
 
 async def chat_stream(
@@ -175,7 +199,7 @@ async def chat_stream(
         return sse(ChatCompletionChunk(**header, choices=[choice]))
 
     for index in range(n_choices):
-        yield chunk(index, Delta(role="assistant", content=""))
+        yield chunk(index, Delta(role="assistant"))  # content null, as OpenAI and llama-server
     finishes: list[FinishEvent] = []
     async for index, event in events:
         if isinstance(event, TokenEvent):
