@@ -29,29 +29,44 @@ def test_the_kit_makes_what_llama_cpp_hands_a_first_stage() -> None:
     np.testing.assert_allclose(probs, [0.25, 0.75], rtol=1e-6)
 
 
-def test_the_kit_honours_size_and_calls_accept() -> None:
-    class KeepTwoWorst:
-        def __init__(self) -> None:
-            self.accepted: list[int] = []
+class KeepBest:
+    """A top-k-like stage: keeps the ``k`` best candidates, sorted or in token order."""
 
+    def __init__(self, k: int, *, sort: bool = True, claim_sorted: bool = True) -> None:
+        self.k, self.sort, self.claim_sorted = k, sort, claim_sorted
+        self.accepted: list[int] = []
+
+    def apply(self, candidates: Candidates) -> None:
+        order = np.argsort(-candidates.logits, kind="stable")[: self.k]
+        kept = candidates.entries[order if self.sort else np.sort(order)].copy()
+        candidates.entries[: self.k] = kept
+        candidates.size = self.k
+        candidates.sorted = self.claim_sorted
+
+    def accept(self, token: int) -> None:
+        self.accepted.append(token)
+
+
+def test_the_kit_honours_size_and_sorted_and_calls_accept() -> None:
+    stage = KeepBest(2)
+    done = run_stage(stage, make_candidates([1.0, 5.0, 3.0, 2.0]))
+    assert done.size == 2 and done.sorted and done.ids.tolist() == [1, 2]
+    assert done.selected == 0 and stage.accepted == [1]
+    unsorted = KeepBest(3, sort=False, claim_sorted=False)
+    done = run_stage(unsorted, make_candidates([1.0, 2.0, 5.0, 3.0]), accept=False)
+    assert done.ids.tolist() == [1, 2, 3] and done.selected == 1 and unsorted.accepted == []
+
+
+def test_the_kit_rejects_a_wrong_size_or_sorted_claim() -> None:
+    with pytest.raises(ValueError, match="sorted"):
+        run_stage(KeepBest(3, sort=False), make_candidates([1.0, 2.0, 5.0, 3.0]))
+
+    class Overflow:
         def apply(self, candidates: Candidates) -> None:
-            order = np.argsort(candidates.logits)[:2]
-            candidates.entries[:2] = candidates.entries[order].copy()
-            candidates.size = 2
+            candidates.size = candidates.capacity + 1
 
-        def accept(self, token: int) -> None:
-            self.accepted.append(token)
-
-    stage = KeepTwoWorst()
-    done = run_stage(stage, make_candidates([5.0, 1.0, 3.0, 2.0]))
-    assert done.size == 2 and stage.accepted == [3]  # of 1.0 (id 1) and 2.0 (id 3)
     with pytest.raises(ValueError, match="size"):
-
-        class Broken:
-            def apply(self, candidates: Candidates) -> None:
-                candidates.size = candidates.capacity + 1
-
-        run_stage(Broken(), make_candidates([1.0]))
+        run_stage(Overflow(), make_candidates([1.0]))
 
 
 def test_no_repeat_bans_the_last_picks_and_nothing_else() -> None:

@@ -9,7 +9,8 @@ the server's sampler chain runs it, with numpy alone (no llama.cpp, no server).
 The candidates are what a stage placed first in the chain receives: the whole vocabulary
 (Gemma 3's 262,144 tokens by default), in token order, unsorted, probabilities not yet
 computed. ``run_stage`` then does what the chain does after a stage: it reads back ``size``
-and ``sorted``, picks the most likely remaining token, and tells the stage (``accept``).
+and ``sorted`` (checking both, as later native stages trust them), picks the most likely
+remaining token, and tells the stage (``accept``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def run_stage(stage: SamplerStage, candidates: Candidates, *, accept: bool = Tru
     if not 0 <= candidates.size <= candidates.capacity:
         raise ValueError(f"the stage left size {candidates.size}, outside the candidates")
     live = candidates.logits
+    if candidates.sorted and (np.diff(live) > 0).any():
+        # llama.cpp's later stages trust the flag (softmax takes the first logit as the max).
+        raise ValueError("the stage set sorted but left the logits out of descending order")
     if candidates.size == 0 or not np.isfinite(live).any():
         candidates.selected = -1
         return candidates

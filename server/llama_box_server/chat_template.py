@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -13,6 +14,8 @@ from llama_box_core.hookspecs import hookimpl
 from llama_box_core.model import Model, ModelInfo
 from llama_box_core.settings import Settings
 from llama_box_core.types import ChatMessage
+
+log = logging.getLogger(__name__)
 
 
 def _raise_exception(message: str) -> None:
@@ -39,6 +42,11 @@ def jinja_source(info: ModelInfo, settings: Settings) -> str | None:
     return info.chat_template
 
 
+@functools.cache
+def _warn_no_template(builtin: str) -> None:
+    log.warning("--jinja: the model has no chat template; rendering with the built-in %r", builtin)
+
+
 @hookimpl(tryfirst=True)
 def llama_box_apply_chat_template(
     model: Model, messages: Sequence[ChatMessage], settings: Settings
@@ -47,9 +55,8 @@ def llama_box_apply_chat_template(
         return None
     source = jinja_source(model.info, settings)
     if source is None:
-        raise ValueError(
-            "--jinja is set but the model has no chat template; pass one with --chat-template-file"
-        )
+        _warn_no_template(model.info.builtin_template)
+        return None  # the model plugin's built-in template renders, as llama-server falls back
     try:
         return compile_template(source).render(
             messages=[{"role": m.role, "content": m.content} for m in messages],

@@ -54,6 +54,8 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     n: Annotated[int, Meta(ge=1)] = 1
     logprobs: bool = False
     top_logprobs: Annotated[int, Meta(ge=0, le=MAX_PROBS)] | None = None
+    verbose: bool = False
+    """Answer with ``__verbose`` (the prompt the model was given), as with --verbose."""
     add_generation_prompt: bool | None = None
     continue_final_message: bool = False
     """Continue the last (assistant) message instead of starting a new turn (vLLM's name
@@ -87,9 +89,16 @@ class Delta(msgspec.Struct, kw_only=True, omit_defaults=True):
     content: str | None = None
 
 
+class RoleDelta(msgspec.Struct, kw_only=True):
+    """The first delta of a choice: the role, and a null content (as OpenAI sends it)."""
+
+    role: str = "assistant"
+    content: None = None
+
+
 class ChunkChoice(msgspec.Struct, kw_only=True):
     index: int
-    delta: Delta
+    delta: Delta | RoleDelta
     logprobs: probabilities.ChatLogprobs | None = None
     finish_reason: str | None = None
 
@@ -174,7 +183,7 @@ async def chat_completions(
         for i, d in enumerate(done)
     ]
     completion = ChatCompletion(**header, choices=choices, usage=usage_of([d.finish for d in done]))
-    if settings.verbose:  # llama-server's debugging aid: what the model was given
+    if settings.verbose or data.verbose:  # llama-server's debugging aid: the model's input
         verbose = {"prompt": await engine.detokenize(requests[0].prompt)}
         return msgspec.to_builtins(completion) | {"__verbose": verbose}
     return completion
@@ -189,7 +198,7 @@ async def chat_stream(
 ) -> AsyncIterator[bytes]:
     def chunk(
         index: int,
-        delta: Delta,
+        delta: Delta | RoleDelta,
         finish_reason: str | None = None,
         logprobs: probabilities.ChatLogprobs | None = None,
     ) -> bytes:
@@ -199,7 +208,7 @@ async def chat_stream(
         return sse(ChatCompletionChunk(**header, choices=[choice]))
 
     for index in range(n_choices):
-        yield chunk(index, Delta(role="assistant"))  # content null, as OpenAI and llama-server
+        yield chunk(index, RoleDelta())
     finishes: list[FinishEvent] = []
     async for index, event in events:
         if isinstance(event, TokenEvent):
@@ -216,7 +225,10 @@ async def chat_stream(
             yield sse_error(event)
             return
     if include_usage and finishes:
-        yield sse(ChatCompletionChunk(**header, choices=[], usage=usage_of(finishes)))
+        last = ChatCompletionChunk(**header, choices=[], usage=usage_of(finishes))
+        # llama-server's timings ride on the usage chunk (for timings_per_token clients).
+        timings = {"timings": finishes[0].timings_summary()}
+        yield sse(msgspec.to_builtins(last) | timings)
     yield SSE_DONE
 
 

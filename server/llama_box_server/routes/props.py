@@ -77,7 +77,8 @@ def build_info() -> str:
 
 def props_of(engine: Engine, settings: Settings) -> Props:
     info, defaults = engine.info, engine.defaults
-    template = (jinja_source(info, settings) or "") if settings.jinja else info.builtin_template
+    jinja = jinja_source(info, settings) if settings.jinja else None
+    template = jinja or info.builtin_template
     params = GenerationParams(
         **msgspec.structs.asdict(defaults.sampling), n_predict=defaults.n_predict
     )
