@@ -12,52 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pluggy
 import pytest
 
-from llama_box_core.hookspecs import PROJECT
-
-TESTS = Path(__file__).parent
-HOOK_CALLS: set[str] = set()
-"""Every llama-box hook a test called through a plugin manager, in this process."""
-META_TEST = "test_hook_is_called_through_the_plugin_manager"
+from tests.hook_calls import HookCalls
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Watch every llama-box plugin manager made during the session: each hook call
-    through it is recorded for the hook meta-test (tests/test_hookspecs.py)."""
-    original = pluggy.PluginManager.__init__
-
-    def init(self: pluggy.PluginManager, project_name: str) -> None:
-        original(self, project_name)
-        if project_name == PROJECT:
-            self.add_hookcall_monitoring(
-                lambda name, _impls, _kwargs: HOOK_CALLS.add(name), lambda *_: None
-            )
-
-    pluggy.PluginManager.__init__ = init  # type: ignore[method-assign]
-    config.add_cleanup(lambda: setattr(pluggy.PluginManager, "__init__", original))
-    config.stash[DESELECTED] = False
-
-
-DESELECTED = pytest.StashKey[bool]()
-
-
-def pytest_deselected(items: list[pytest.Item]) -> None:
-    if items:
-        items[0].config.stash[DESELECTED] = True
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The hook meta-test runs last, after every test that could call a hook."""
-    items.sort(key=lambda item: item.originalname == META_TEST)
-
-
-def ran_the_whole_suite(config: pytest.Config, items: list[pytest.Item]) -> bool:
-    """Every test file under tests/ was collected and nothing was deselected."""
-    collected = {Path(str(item.path)).name for item in items}
-    every_file = {path.name for path in TESTS.glob("test_*.py")}
-    return every_file <= collected and not config.stash[DESELECTED]
+    """Record every llama-box hook that a test calls through a plugin manager, for the
+    hook meta-test (tests/test_hookspecs.py); see tests/hook_calls.py."""
+    HookCalls.install(config)
 
 
 @pytest.fixture(scope="session")

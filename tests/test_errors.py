@@ -91,7 +91,11 @@ def test_unknown_route_is_404_and_wrong_method_405(server: Server) -> None:
 def test_prompt_longer_than_the_slot_is_400_with_both_numbers(small_server: Server) -> None:
     with small_server.client() as client:
         response = client.post("/completion", json={"prompt": "word " * 400})
-        error = assert_error(response, 400, "256")
+        assert response.status_code == 400
+        error = response.json()["error"]
+        # llama-server's type and fields for it, beside the message naming both lengths.
+        assert error["type"] == "exceed_context_size_error" and "256" in error["message"]
+        assert error["n_ctx"] == 256 and error["n_prompt_tokens"] > 256
         n_prompt = len(
             client.post("/tokenize", json={"content": "word " * 400, "add_special": True}).json()[
                 "tokens"

@@ -28,7 +28,13 @@ def test_shared_prefix_is_reused_and_answers_faster(server: Server) -> None:
         second, warm = ask(" The second")
     assert first["tokens_evaluated"] > 400
     assert second["tokens_cached"] >= first["tokens_evaluated"] - 4
-    assert first["timings"]["prompt_n"] == first["tokens_evaluated"]
+    # llama-server's timings: cache_n tokens reused, prompt_n evaluated.
+    timings = first["timings"]
+    assert timings["cache_n"] + timings["prompt_n"] == first["tokens_evaluated"]
+    assert (second["timings"]["cache_n"], second["timings"]["prompt_n"]) == (
+        second["tokens_cached"],
+        second["tokens_evaluated"] - second["tokens_cached"],
+    )
     print(
         f"\nprompt of {first['tokens_evaluated']} tokens: cold {cold * 1000:.0f} ms, "
         f"reusing {second['tokens_cached']} cached tokens {warm * 1000:.0f} ms"

@@ -277,7 +277,7 @@ def test_grammar_constrains_output(client: httpx.Client) -> None:
         ({"json_schema": {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}}, "schema"),
         ({"samplers": ["top_k", "no_such_stage"]}, "no_such_stage"),
         ({"logit_bias": [[10**9, 1.0]]}, "outside the vocabulary"),
-        ({"logit_bias": {"abc": 1.0}}, "not a token id"),
+        ({"logit_bias": {"abc": "high"}}, "logit_bias"),
         ({"response_format": {"type": "json_schema"}}, "needs a schema"),
         ({"mirostat": 3}, "mirostat"),
         ({"n_probs": -1}, "n_probs"),
