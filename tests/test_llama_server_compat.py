@@ -296,3 +296,17 @@ def test_a_prompt_past_the_slot_is_an_exceed_context_size_error(client: TestClie
     error = response.json()["error"]
     assert response.status_code == 400 and error["type"] == "exceed_context_size_error"
     assert (error["n_prompt_tokens"], error["n_ctx"]) == (100, 64)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/embeddings", "/embedding", "/rerank", "/v1/responses", "/audio/transcriptions"]
+)
+def test_routes_of_features_not_served_yet_say_so(client: TestClient, path: str) -> None:
+    response = client.post(path, json={"input": "x"})
+    assert response.status_code == 501
+    assert response.json()["error"]["type"] == "not_supported_error"
+
+
+def test_lora_adapters_are_listed_none(client: TestClient) -> None:
+    assert client.get("/lora-adapters").json() == []
+    assert client.post("/lora-adapters", json=[{"id": 0, "scale": 1.0}]).status_code == 400

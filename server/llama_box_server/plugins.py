@@ -20,6 +20,7 @@ from llama_box_server.routes import (
     props,
     slots,
     tokenize,
+    unsupported,
 )
 
 BUILTIN_PLUGINS = (
@@ -33,6 +34,7 @@ BUILTIN_PLUGINS = (
     infill,
     props,
     metrics,
+    unsupported,
     chat_template,
 )
 
