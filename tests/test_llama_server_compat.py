@@ -310,3 +310,20 @@ def test_routes_of_features_not_served_yet_say_so(client: TestClient, path: str)
 def test_lora_adapters_are_listed_none(client: TestClient) -> None:
     assert client.get("/lora-adapters").json() == []
     assert client.post("/lora-adapters", json=[{"id": 0, "scale": 1.0}]).status_code == 400
+
+
+def test_llama_server_environment_variables_set_the_options(
+    captured: list[Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "LLAMA_ARG_TOP_K": "7",
+        "LLAMA_ARG_CACHE_TYPE_K": "q8_0",
+        "LLAMA_ARG_ENDPOINT_METRICS": "1",
+        "LLAMA_ARG_CONTEXT_SHIFT": "1",
+        "LLAMA_ARG_PORT": "9123",
+    }.items():
+        monkeypatch.setenv(name, value)
+    cli.main([])
+    (s,) = captured
+    assert (s.sampling.top_k, s.cache_type_k, s.metrics) == (7, "q8_0", True)
+    assert (s.context_shift, s.port) == (True, 9123)

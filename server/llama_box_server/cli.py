@@ -20,7 +20,12 @@ import pluggy
 from llama_box_core.plugins import describe_plugins, enable_hook_tracing
 from llama_box_core.settings import Settings
 from llama_box_server import __version__
-from llama_box_server.compat import IGNORED_KEY, compat_options, log_ignored
+from llama_box_server.compat import (
+    IGNORED_KEY,
+    add_llama_server_envvars,
+    compat_options,
+    log_ignored,
+)
 from llama_box_server.logs import configure_logging
 from llama_box_server.options import (
     DEFAULTS,
@@ -126,6 +131,7 @@ def build_cli(pm: pluggy.PluginManager) -> click.Command:
     flags = {"-h", "--help", "--usage"}
     for param in [*params, *extra]:
         flags |= {*param.opts, *param.secondary_opts}
+    add_llama_server_envvars([*params, *extra])
     extra += compat_options(flags)
 
     def run(**values: Any) -> None:

@@ -13,6 +13,9 @@ from typing import Any
 import click
 
 from llama_box_server.llama_server_flags import LLAMA_SERVER_FLAGS
+from llama_box_server.options import GroupedOption
+
+COMPAT_GROUP = "llama-server flags without effect here"
 
 log = logging.getLogger(__name__)
 
@@ -99,23 +102,40 @@ def _check(ctx: click.Context, param: click.Parameter, value: Any) -> None:
 
 
 def compat_options(taken: Iterable[str]) -> list[click.Option]:
-    """A hidden option for each llama-server flag none of whose names llama-box has."""
+    """An option for each llama-server flag none of whose names llama-box has, listed in
+    --help under its own heading with what giving it does here."""
     known = set(taken)
     options = []
     for names, takes_value, env in LLAMA_SERVER_FLAGS:
         if known & set(names):
             continue
+        refused = REFUSED.get(max(names, key=len))
         options.append(
-            click.Option(
+            GroupedOption(
                 list(names),
+                group=COMPAT_GROUP,
                 is_flag=not takes_value,
+                metavar="V",
                 expose_value=False,
-                hidden=True,
                 envvar=env,
                 callback=_check,
+                help=f"Stops start-up: this flag {refused}" if refused else "Accepted and ignored",
             )
         )
     return options
+
+
+def add_llama_server_envvars(params: Iterable[click.Parameter]) -> None:
+    """Let llama-server's environment variable of a flag set llama-box's option for it too
+    (``LLAMA_ARG_TOP_K`` sets --top-k), beside the option's own."""
+    by_flag = {flag: param for param in params for flag in (*param.opts, *param.secondary_opts)}
+    for names, _, env in LLAMA_SERVER_FLAGS:
+        param = next((by_flag[name] for name in names if name in by_flag), None)
+        if env is None or param is None:
+            continue
+        current = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+        if env not in current:
+            param.envvar = [*current, env]
 
 
 def log_ignored(ctx: click.Context) -> None:
