@@ -327,3 +327,8 @@ def test_llama_server_environment_variables_set_the_options(
     (s,) = captured
     assert (s.sampling.top_k, s.cache_type_k, s.metrics) == (7, "q8_0", True)
     assert (s.context_shift, s.port) == (True, 9123)
+
+
+def test_the_openapi_document_builds(client: TestClient) -> None:
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    assert {"/v1/messages", "/apply-template", "/v1/embeddings", "/lora-adapters"} <= set(paths)

@@ -32,9 +32,7 @@ def not_supported(name: str, paths: list[str], feature: str) -> HTTPRouteHandler
         raise ApiError(501, f"This server does not support {feature} yet")
 
     handler.__name__ = f"{name}_not_supported"
-    return post(paths, status_code=200, sync_to_thread=False, operation_id=handler.__name__)(
-        handler
-    )
+    return post(paths, status_code=200, sync_to_thread=False)(handler)
 
 
 class LoraAdapter(msgspec.Struct, kw_only=True):
