@@ -299,7 +299,18 @@ def test_a_prompt_past_the_slot_is_an_exceed_context_size_error(client: TestClie
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/embeddings", "/embedding", "/rerank", "/v1/responses", "/audio/transcriptions"]
+    "path",
+    [
+        "/v1/embeddings",
+        "/embedding",
+        "/rerank",
+        "/v1/responses",
+        "/audio/transcriptions",
+        "/models/load",
+        "/tools",
+        "/cors-proxy",
+        "/v1/streams/lookup",
+    ],
 )
 def test_routes_of_features_not_served_yet_say_so(client: TestClient, path: str) -> None:
     response = client.post(path, json={"input": "x"})

@@ -24,6 +24,14 @@ MISSING = {
         ["/v1/audio/transcriptions", "/audio/transcriptions"],
         "audio transcription",
     ),
+    "control": (["/v1/chat/completions/control"], "reasoning control"),
+    "stream_lookup": (["/v1/streams/lookup"], "resumable streams"),
+    "router": (
+        ["/models", "/models/load", "/models/unload"],
+        "loading and unloading models (the router mode)",
+    ),
+    "tools": (["/tools"], "built-in tools"),
+    "cors_proxy": (["/cors-proxy"], "the web UI's CORS proxy"),
 }
 
 
