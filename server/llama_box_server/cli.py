@@ -27,15 +27,15 @@ from llama_box_server.compat import (
     log_ignored,
 )
 from llama_box_server.logs import configure_logging
-from llama_box_server.options import (
+from llama_box_server.option_kit import (
     DEFAULTS,
     GENERAL,
     NO_FLASH_ATTN,
     GroupedCommand,
     GroupedOption,
-    builtin_options,
     option,
 )
+from llama_box_server.options import builtin_options
 from llama_box_server.plugins import create_plugin_manager, load_plugins
 from llama_box_server.sampling_options import sampling_from_options, sampling_options, split_values
 

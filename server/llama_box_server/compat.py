@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from llama_box_server.llama_server_flags import LLAMA_SERVER_FLAGS
-from llama_box_server.options import GroupedOption
+from llama_box_server.option_kit import GroupedOption
 
 COMPAT_GROUP = "llama-server flags without effect here"
 

@@ -18,7 +18,7 @@ from llama_box_core.sampling import (
     sampler_names,
 )
 from llama_box_core.types import SamplingParams
-from llama_box_server.options import COMPLETION, GroupedOption
+from llama_box_server.option_kit import COMPLETION, GroupedOption
 
 
 def _json_schema(text: str) -> str:
