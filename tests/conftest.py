@@ -110,3 +110,14 @@ def small_server(gemma_path: str, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     yield running
     running.stop()
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Parse the command line without serving: the Settings each ``cli.main`` would serve
+    with."""
+    from llama_box_server import cli
+
+    seen: list = []
+    monkeypatch.setattr(cli, "serve", lambda settings, pm: seen.append(settings))
+    return seen

@@ -23,14 +23,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-@pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
-    """Parse the command line without serving: the Settings it would serve with."""
-    seen: list[Settings] = []
-    monkeypatch.setattr(cli, "serve", lambda settings, pm: seen.append(settings))
-    return seen
-
-
 def test_help_is_grouped_like_the_seed() -> None:
     result = run_cli("--help")
     assert result.returncode == 0

@@ -129,13 +129,6 @@ def test_every_llama_server_flag_is_accepted() -> None:
     assert len(LLAMA_SERVER_FLAGS) > 200
 
 
-@pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
-    seen: list[Settings] = []
-    monkeypatch.setattr(cli, "serve", lambda settings, pm: seen.append(settings))
-    return seen
-
-
 def test_llama_server_spellings_reach_the_settings(captured: list[Settings]) -> None:
     cli.main(["--temperature", "0.2", "--top-n-sigma", "1.5", "--typical-p", "0.7"])
     cli.main(["--sampler-seq", "kt", "--no-jinja", "-fa", "off", "--log-colors", "auto"])

@@ -139,13 +139,6 @@ def test_every_context_setting_is_a_field() -> None:
 # --- flags ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
-    seen: list[Settings] = []
-    monkeypatch.setattr(cli, "serve", lambda settings, pm: seen.append(settings))
-    return seen
-
-
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [

@@ -44,13 +44,6 @@ def test_every_flagged_field_is_a_cli_option_with_its_default() -> None:
             assert option.default == field.default
 
 
-@pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
-    seen: list[Settings] = []
-    monkeypatch.setattr(cli, "serve", lambda settings, pm: seen.append(settings))
-    return seen
-
-
 def test_sampler_flags_reach_the_request_defaults(captured: list[Settings], tmp_path: Path) -> None:
     grammar = tmp_path / "g.gbnf"
     grammar.write_text('root ::= "yes"')
