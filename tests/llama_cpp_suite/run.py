@@ -159,9 +159,17 @@ def main() -> None:
     reference = results.get("llama-server") or json.loads(RECORDED.read_text())
     if "llama-box" in results:
         missing = regressions(results["llama-box"], reference)
-        print(f"\nllama-server passes, llama-box does not ({len(missing)}):")
+        print(f"\nllama-server passes, llama-box does not ({len(missing)}, exceptions aside):")
         for test, outcome in sorted(missing.items()):
             print(f"  {test}: {outcome}")
+        ahead = sorted(
+            test
+            for test, outcome in results["llama-box"].items()
+            if outcome == "passed" and reference.get(test) != "passed"
+        )
+        print(f"\nllama-box passes, llama-server does not ({len(ahead)}):")
+        for test in ahead:
+            print(f"  {test}")
 
 
 if __name__ == "__main__":
