@@ -55,6 +55,9 @@ def test_apply_template_and_input_tokens(client: TestClient) -> None:
         counted = client.post(path, json={"messages": MESSAGES, "model": "x"}).json()
         assert counted == {"input_tokens": len(prompt), "object": "response.input_tokens"}
     assert client.post("/apply-template", json={"messages": []}).status_code == 400
+    continued = [*MESSAGES, {"role": "assistant", "content": "Hel"}]
+    body = client.post("/apply-template", json={"messages": continued}).json()
+    assert body["prompt"] == "user:hi;Hel"
 
 
 def test_timings_carry_cache_n(client: TestClient) -> None:

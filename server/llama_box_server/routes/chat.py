@@ -128,7 +128,7 @@ def flatten(message: MessageIn, separator: str = "\n") -> ChatMessage:
     return ChatMessage(role=message.role, content=separator.join(texts))
 
 
-async def chat_prompt(engine: Engine, data: ChatCompletionRequest) -> str:
+async def chat_prompt(engine: Engine, data: ChatCompletionRequest | TemplateRequest) -> str:
     """The prompt of a chat request. A final assistant message is continued, as
     llama-server does: the turns before it are rendered up to the assistant's turn, and
     its text follows (``continue_final_message`` asks for exactly that)."""
@@ -233,9 +233,11 @@ async def chat_stream(
 
 
 class TemplateRequest(msgspec.Struct, kw_only=True):
-    """The part of a chat request that the template reads (other fields are ignored)."""
+    """The part of a chat request that makes its prompt (other fields are ignored)."""
 
     messages: Annotated[list[MessageIn], Meta(min_length=1)]
+    add_generation_prompt: bool | None = None
+    continue_final_message: bool = False
 
 
 class RenderedPrompt(msgspec.Struct, kw_only=True):
@@ -259,7 +261,7 @@ async def apply_template(
     data: JSONBody[TemplateRequest], engine: NamedDependency[Engine]
 ) -> RenderedPrompt:
     """The prompt a chat request would run, as llama-server's /apply-template gives it."""
-    return RenderedPrompt(prompt=await render(engine, data.messages))
+    return RenderedPrompt(prompt=await chat_prompt(engine, data))
 
 
 @post(["/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"], status_code=200)
@@ -267,7 +269,7 @@ async def count_input_tokens(
     data: JSONBody[TemplateRequest], engine: NamedDependency[Engine]
 ) -> InputTokens:
     """How many prompt tokens a chat request would take."""
-    prompt = await render(engine, data.messages)
+    prompt = await chat_prompt(engine, data)
     tokens = await engine.tokenize(prompt, add_special=True, parse_special=True)
     return InputTokens(input_tokens=len(tokens))
 
