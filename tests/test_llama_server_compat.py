@@ -339,3 +339,20 @@ def test_llama_server_environment_variables_set_the_options(
 def test_the_openapi_document_builds(client: TestClient) -> None:
     paths = client.get("/schema/openapi.json").json()["paths"]
     assert {"/v1/messages", "/apply-template", "/v1/embeddings", "/lora-adapters"} <= set(paths)
+
+
+@pytest.mark.slow
+def test_llama_server_routes_on_gemma(server: Server) -> None:
+    with server.client(timeout=60) as http:
+        prompt = http.post("/apply-template", json={"messages": MESSAGES}).json()["prompt"]
+        assert "<start_of_turn>user\nhi<end_of_turn>" in prompt  # Gemma's built-in template
+        counted = http.post("/v1/chat/completions/input_tokens", json={"messages": MESSAGES})
+        tokens = http.post("/tokenize", json={"content": prompt, "add_special": True}).json()
+        assert counted.json()["input_tokens"] == len(tokens["tokens"])
+        body = {"prompt": "1, 2, 3,", "n_predict": 2, "temperature": 0}
+        timings = http.post("/completions", json=body).json()["timings"]
+        assert timings["cache_n"] + timings["prompt_n"] > 0
+        nested = http.post("/v1/chat/completions", content=NESTED,
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+        assert nested.status_code == 400 and "nests deeper" in nested.json()["error"]["message"]
+        assert http.post("/v1/embeddings", json={"input": "x"}).status_code == 501

@@ -26,7 +26,7 @@ from llama_box_core.engine import (
 from llama_box_core.model import ModelInfo
 from llama_box_core.sampling import sampler_fields, sampler_names
 from llama_box_core.settings import Settings
-from llama_box_core.types import SamplingParams, TokenProbabilities
+from llama_box_core.types import ChatMessage, SamplingParams, TokenProbabilities
 from llama_box_server.errors import ApiError, error_payload
 
 # A prompt as llama.cpp's /completion takes it: text, token ids, or both mixed.
@@ -161,17 +161,11 @@ class RequestSampling(msgspec.Struct, kw_only=True):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
-def _optional(name: str) -> Any:
-    """The field's declared type (with its range), or None."""
-    return next(f.annotation for f in sampler_fields() if f.name == name) | None
-
-
-PLAIN_FIELDS = tuple(
-    f.name for f in sampler_fields() if f.name not in RequestSampling.__struct_fields__
-)
+_PLAIN = [f for f in sampler_fields() if f.name not in RequestSampling.__struct_fields__]
+PLAIN_FIELDS = tuple(f.name for f in _PLAIN)
 SamplingFields = msgspec.defstruct(
     "SamplingFields",
-    [(name, _optional(name), None) for name in PLAIN_FIELDS],
+    [(f.name, f.annotation | None, None) for f in _PLAIN],
     bases=(RequestSampling,),
     kw_only=True,
     module=__name__,
@@ -240,6 +234,19 @@ def split_prompts(prompt: Prompt) -> list[str | list[PromptPart]]:
             raise ApiError(400, "prompt mixes token ids with nested lists")
         return [prompt]  # type: ignore[list-item]
     return list(prompt)  # type: ignore[arg-type]
+
+
+async def render_chat(engine: Engine, messages: Sequence[ChatMessage]) -> str:
+    """The prompt the chat template makes of ``messages``; a refusal is a 400."""
+    try:
+        return await engine.apply_chat_template(messages)
+    except ValueError as error:
+        raise ApiError(400, str(error)) from error
+
+
+async def count_prompt_tokens(engine: Engine, prompt: str) -> int:
+    """How many tokens ``prompt`` takes when it runs (the same tokenizing as generation)."""
+    return len(await tokenize_prompt(engine, prompt))
 
 
 def json_prompt_text(prompt: JsonPrompt) -> str:

@@ -89,7 +89,7 @@ class Engine:
     # --- generation ------------------------------------------------------------------------
 
     def submit(self, request: GenerationRequest) -> None:
-        self.info  # noqa: B018 -- refuses while the model loads
+        self._model()  # refuses while the model loads
         request.loop = asyncio.get_running_loop()
         request.timings.queued = time.perf_counter()
         self.scheduler.enqueue(request)
@@ -116,7 +116,7 @@ class Engine:
     # --- on the scheduler thread, between two steps ----------------------------------------
 
     async def _on_scheduler(self, command: Callable[[], T]) -> T:
-        self.info  # noqa: B018 -- refuses while the model loads
+        self._model()  # refuses while the model loads
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self.scheduler.call(command, future)
         return await future
@@ -151,7 +151,8 @@ class Engine:
     # --- vocabulary work, on worker threads --------------------------------------------------
 
     def _model(self) -> Model:
-        self.info  # noqa: B018 -- refuses while the model loads
+        """The loaded model; ``EngineNotReady`` while it loads."""
+        self.info  # noqa: B018 -- the property raises while the model loads
         return self.scheduler.model  # type: ignore[return-value]
 
     async def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pluggy
 
 from llama_box_core.engine.request import (
@@ -108,7 +109,7 @@ class Scheduler:
         n_ctx = self.info.n_ctx_slot if self.info else 0
         return EngineSnapshot(
             slots=tuple(slot.snapshot(n_ctx) for slot in self.slots),
-            stats=EngineStats(**{f: getattr(self.stats, f) for f in self.stats.__struct_fields__}),
+            stats=msgspec.structs.replace(self.stats),  # a copy: the thread goes on counting
             n_queued=len(self._queue),
         )
 

@@ -14,14 +14,15 @@ from llama_box_core.types import SamplingParams
 
 
 class SchedulerConfig(msgspec.Struct, kw_only=True, frozen=True):
-    """The settings the scheduler itself acts on (the model plugin gets all of them)."""
+    """The settings the scheduler itself acts on (the model plugin gets all of them);
+    their defaults are Settings'."""
 
-    batch_size: int = 2048
-    timeout: float = 600
-    cache_prompt: bool = True
-    cache_reuse: int = 0
-    slot_prompt_similarity: float = 0.5
-    context_shift: bool = False
+    batch_size: int
+    timeout: float
+    cache_prompt: bool
+    cache_reuse: int
+    slot_prompt_similarity: float
+    context_shift: bool
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SchedulerConfig:

@@ -113,13 +113,15 @@ class LlamaCppModel:
             capabilities.add("infill")
         n_ctx_slot = lc.llama_n_ctx_seq(self._ctx)
         n_vocab = lc.llama_vocab_n_tokens(vocab)
+        n_ctx_train = lc.llama_model_n_ctx_train(self._model)
+        n_embd = lc.llama_model_n_embd(self._model)
         return ModelInfo(
             kind="text",
             path=path,
             architecture=architecture,
-            n_ctx_train=lc.llama_model_n_ctx_train(self._model),
+            n_ctx_train=n_ctx_train,
             n_vocab=n_vocab,
-            n_embd=lc.llama_model_n_embd(self._model),
+            n_embd=n_embd,
             n_slots=settings.n_parallel,
             n_ctx_slot=n_ctx_slot,
             add_bos=bool(lc.llama_vocab_get_add_bos(vocab)),
@@ -134,8 +136,8 @@ class LlamaCppModel:
             metadata={
                 "vocab_type": lc.llama_vocab_type(vocab),
                 "n_vocab": n_vocab,
-                "n_ctx_train": lc.llama_model_n_ctx_train(self._model),
-                "n_embd": lc.llama_model_n_embd(self._model),
+                "n_ctx_train": n_ctx_train,
+                "n_embd": n_embd,
                 "n_params": lc.llama_model_n_params(self._model),
                 "size": lc.llama_model_size(self._model),
                 "n_ctx": n_ctx_slot * settings.n_parallel,

@@ -24,6 +24,8 @@ from llama_box_server.generation import (
     SamplingFields,
     build_requests,
     collect_all,
+    count_prompt_tokens,
+    render_chat,
     start_stream,
 )
 
@@ -112,13 +114,6 @@ def chat_messages(data: MessagesRequest) -> list[ChatMessage]:
     return messages
 
 
-async def render(engine: Engine, data: MessagesRequest) -> str:
-    try:
-        return await engine.apply_chat_template(chat_messages(data))
-    except ValueError as error:
-        raise ApiError(400, str(error)) from error
-
-
 def stop_reason(finish: FinishEvent) -> tuple[str, str | None]:
     if finish.stop_type == "word":
         return "stop_sequence", finish.stopping_word
@@ -135,7 +130,7 @@ async def messages(
     fields = SamplingFields(
         temperature=data.temperature, top_p=data.top_p, top_k=data.top_k, stop=data.stop_sequences
     )
-    prompt = await render(engine, data)
+    prompt = await render_chat(engine, chat_messages(data))
     (generation,) = await build_requests(engine, settings, [prompt], fields, data.max_tokens)
     header = {"id": f"msg_{uuid.uuid4().hex}", "model": data.model or settings.model_name}
     if data.stream:
@@ -208,9 +203,8 @@ async def message_events(
 async def count_tokens(
     data: JSONBody[MessagesRequest], engine: NamedDependency[Engine]
 ) -> TokenCount:
-    prompt = await render(engine, data)
-    tokens = await engine.tokenize(prompt, add_special=True, parse_special=True)
-    return TokenCount(input_tokens=len(tokens))
+    prompt = await render_chat(engine, chat_messages(data))
+    return TokenCount(input_tokens=await count_prompt_tokens(engine, prompt))
 
 
 @hookimpl

@@ -27,6 +27,8 @@ from llama_box_server.generation import (
     Usage,
     build_requests,
     collect_all,
+    count_prompt_tokens,
+    render_chat,
     sse,
     sse_error,
     start_stream,
@@ -140,8 +142,9 @@ async def chat_prompt(engine: Engine, data: ChatCompletionRequest | TemplateRequ
     if messages[-1].role != "assistant":
         if data.continue_final_message:
             raise ApiError(400, "continue_final_message needs a final assistant message")
-        return await render(engine, messages)
-    return await render(engine, messages[:-1]) + flatten(messages[-1], "\n\n").content
+        return await render_chat(engine, [flatten(m) for m in messages])
+    head = await render_chat(engine, [flatten(m) for m in messages[:-1]])
+    return head + flatten(messages[-1], "\n\n").content
 
 
 @post(["/v1/chat/completions", "/chat/completions"], status_code=200)
@@ -249,13 +252,6 @@ class InputTokens(msgspec.Struct, kw_only=True):
     object: str = "response.input_tokens"
 
 
-async def render(engine: Engine, messages: list[MessageIn]) -> str:
-    try:
-        return await engine.apply_chat_template([flatten(m) for m in messages])
-    except ValueError as error:
-        raise ApiError(400, str(error)) from error
-
-
 @post("/apply-template", status_code=200)
 async def apply_template(
     data: JSONBody[TemplateRequest], engine: NamedDependency[Engine]
@@ -270,8 +266,7 @@ async def count_input_tokens(
 ) -> InputTokens:
     """How many prompt tokens a chat request would take."""
     prompt = await chat_prompt(engine, data)
-    tokens = await engine.tokenize(prompt, add_special=True, parse_special=True)
-    return InputTokens(input_tokens=len(tokens))
+    return InputTokens(input_tokens=await count_prompt_tokens(engine, prompt))
 
 
 @hookimpl
