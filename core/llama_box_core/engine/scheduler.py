@@ -238,8 +238,9 @@ class Scheduler:
                 elif idle:
                     self._queue.popleft()
                     use_cache = config.cache_prompt and request.cache_prompt
+                    busy = [slot for slot in self.slots if slot not in idle]
                     slot = choose_slot(
-                        idle, request.prompt, use_cache, config.slot_prompt_similarity
+                        idle, busy, request.prompt, use_cache, config.slot_prompt_similarity
                     )
                     idle.remove(slot)
                     admitted.append((slot, request))

@@ -60,17 +60,40 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+SHARED_TOKENS_PER_WIDENED_SLOT = 256
+"""A prompt-cache hit may widen the range of busy slot ids by one for every this many
+shared tokens: each id in the range costs a decode step about as much as one more
+sequence does, while the shared tokens save only their (far cheaper) prefill once."""
+
+
 def choose_slot(
-    idle: Sequence[Slot], prompt: Sequence[int], use_cache: bool, similarity: float
+    idle: Sequence[Slot],
+    busy: Sequence[Slot],
+    prompt: Sequence[int],
+    use_cache: bool,
+    similarity: float,
 ) -> Slot:
     """The idle slot whose cache shares the longest prefix with the prompt, if it shares
-    enough of it (-sps); otherwise the one unused for longest."""
+    enough of it (-sps) and is worth its place; otherwise the one that keeps the busy
+    slots' ids closest together, and of those the one unused for longest. llama.cpp
+    attends over the whole range of sequence ids in a batch: slots 0, 2, 5, 7 decode a
+    third slower than 0, 1, 2, 3."""
+    ids = [slot.id for slot in busy]
+    widening = {slot.id: max([*ids, slot.id]) - min([*ids, slot.id]) for slot in idle}
+    narrowest = min(widening.values())
     if use_cache:
-        best = max(idle, key=lambda slot: common_prefix(slot.cache, prompt))
-        shared = common_prefix(best.cache, prompt)
-        if shared and shared >= similarity * len(prompt):
-            return best
-    return min(idle, key=lambda slot: slot.last_used)
+        shared = {slot.id: common_prefix(slot.cache, prompt) for slot in idle}
+        hits = [
+            slot
+            for slot in idle
+            if shared[slot.id]
+            and shared[slot.id] >= similarity * len(prompt)
+            and shared[slot.id]
+            >= SHARED_TOKENS_PER_WIDENED_SLOT * (widening[slot.id] - narrowest)
+        ]
+        if hits:
+            return max(hits, key=lambda slot: shared[slot.id])
+    return min(idle, key=lambda slot: (widening[slot.id], slot.last_used))
 
 
 def reusable_chunks(
