@@ -2,19 +2,24 @@
 and llama-cpp-python's server: same model, context, slots and threads, one after another.
 
     python bench/bench.py                                 # llama-box alone
-    python bench/bench.py --servers llama-box,llama-server,llama-cpp-python --runs 3
+    python bench/bench.py --servers llama-box,llama-server --starts 5 --ceiling
+    python bench/bench.py --servers llama-box,llama-server --starts 5 --load prefill
 
-Each of C clients sends streamed /v1/completions requests (fixed prompts, temperature 0,
-a fixed number of output tokens) back to back after one warm-up request. Printed per server
-and concurrency: aggregate output tokens/s, time to first token and inter-token latency
-(p50, p90), peak RSS, and the start-up time to a 200 on /health; then the ratios of
-llama-box to the others, each measured in the same run. Medians over --runs.
+Each of C clients sends streamed /v1/completions requests (temperature 0, a fixed number of
+output tokens) back to back after one warm-up request: short fixed prompts (`--load stream`)
+or ~890-token prompts, new to the prompt cache each time (`--load prefill`). Every server is
+started --starts times, one after another; printed per server and concurrency: the minimum
+and the median over the starts of the aggregate output tokens/s, and medians of time to
+first token, inter-token latency (p50, p90), peak RSS and start-up time. Then llama-box's
+minimum and median against the others' medians and, with --ceiling, every server's median
+as a fraction of llama-batched-bench (bench/ceiling.py) on the same model and threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import socket
@@ -26,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import ceiling
 import httpx
 
 HERE = Path(__file__).resolve().parent
@@ -83,6 +89,7 @@ def server_command(name: str, args: argparse.Namespace, port: int) -> list[str]:
         str(port),
         "--host",
         "127.0.0.1",
+        *args.server_args.split(),
     ]
     if name == "llama-box":
         return [sys.executable, "-m", "llama_box_server", "-m", args.model, *common_ctx]
@@ -175,6 +182,12 @@ class Running:
         self.log.close()
 
 
+def long_prompt(i: int) -> str:
+    """About 890 tokens that no earlier request began with, so the prompt cache cannot help."""
+    body = " ".join(PROMPTS[(i + k) % len(PROMPTS)] for k in range(64))
+    return f"Request {i}. {body}"
+
+
 async def one_request(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> Sample:
     body = {
         "prompt": prompt,
@@ -206,9 +219,10 @@ async def one_request(client: httpx.AsyncClient, prompt: str, max_tokens: int) -
 
 
 async def load(
-    url: str, concurrency: int, per_client: int, max_tokens: int
+    url: str, concurrency: int, per_client: int, max_tokens: int, prefill: bool
 ) -> tuple[Sample, float]:
     total = Sample()
+    request_numbers = itertools.count(time.time_ns())
     # A fresh connection per request: llama-server closes a connection after a stream, and
     # a POST on a connection closed under it is not retried.
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=0)
@@ -219,7 +233,11 @@ async def load(
 
         async def run_client(i: int) -> None:
             for r in range(per_client):
-                sample = await one_request(client, PROMPTS[(i + r) % len(PROMPTS)], max_tokens)
+                if prefill:
+                    prompt = long_prompt(next(request_numbers))
+                else:
+                    prompt = PROMPTS[(i + r) % len(PROMPTS)]
+                sample = await one_request(client, prompt, max_tokens)
                 total.ttft += sample.ttft
                 total.itl += sample.itl
                 total.tokens += sample.tokens
@@ -242,7 +260,13 @@ def bench_server(name: str, args: argparse.Namespace) -> list[Measured]:
         results = []
         for concurrency in args.concurrency:
             sample, elapsed = asyncio.run(
-                load(running.url, concurrency, args.requests, args.max_tokens)
+                load(
+                    running.url,
+                    concurrency,
+                    args.requests,
+                    args.max_tokens,
+                    args.load == "prefill",
+                )
             )
             results.append(
                 Measured(
@@ -269,11 +293,11 @@ def bench_server(name: str, args: argparse.Namespace) -> list[Measured]:
         running.stop()
 
 
-def median_of(runs: list[list[Measured]]) -> list[Measured]:
-    """The per-field median of each (server, concurrency) over the runs."""
+def median_of(starts: list[list[Measured]]) -> list[Measured]:
+    """The per-field median of each (server, concurrency) over the starts."""
     merged = []
-    for group in zip(*runs, strict=True):
-        fields = {k: v for k, v in asdict(group[0]).items()}
+    for group in zip(*starts, strict=True):
+        fields = asdict(group[0])
         for key, value in fields.items():
             if isinstance(value, float):
                 fields[key] = statistics.median(getattr(m, key) for m in group)
@@ -281,59 +305,51 @@ def median_of(runs: list[list[Measured]]) -> list[Measured]:
     return merged
 
 
-def print_table(results: list[Measured], ratios: list[list[dict[str, float]]]) -> None:
+def minimum_rates(starts: list[list[Measured]]) -> dict[tuple[str, int], float]:
+    return {
+        (group[0].server, group[0].concurrency): min(m.tokens_per_second for m in group)
+        for group in zip(*starts, strict=True)
+    }
+
+
+def print_table(
+    medians: list[Measured],
+    minimums: dict[tuple[str, int], float],
+    ceiling: dict[int, float] | None,
+) -> None:
     header = (
-        f"{'server':<17}{'c':>3}{'tok/s':>9}{'ttft p50':>10}{'ttft p90':>10}"
+        f"{'server':<17}{'c':>3}{'tok/s min':>10}{'median':>8}{'ttft p50':>10}{'ttft p90':>10}"
         f"{'itl p50':>9}{'itl p90':>9}{'rss MiB':>9}{'start s':>9}"
     )
+    if ceiling:
+        header += f"{'ceiling':>9}{'fraction':>9}"
     print(header)
     print("-" * len(header))
-    for m in results:
-        print(
-            f"{m.server:<17}{m.concurrency:>3}{m.tokens_per_second:>9.1f}{m.ttft_p50_ms:>10.1f}"
-            f"{m.ttft_p90_ms:>10.1f}{m.itl_p50_ms:>9.1f}{m.itl_p90_ms:>9.1f}"
-            f"{m.peak_rss_mib:>9.0f}{m.startup_s:>9.2f}"
+    for m in medians:
+        line = (
+            f"{m.server:<17}{m.concurrency:>3}{minimums[(m.server, m.concurrency)]:>10.1f}"
+            f"{m.tokens_per_second:>8.1f}{m.ttft_p50_ms:>10.1f}{m.ttft_p90_ms:>10.1f}"
+            f"{m.itl_p50_ms:>9.1f}{m.itl_p90_ms:>9.1f}{m.peak_rss_mib:>9.0f}{m.startup_s:>9.2f}"
         )
-    by_key = {(m.server, m.concurrency): m for m in results}
+        if ceiling:
+            top = ceiling[m.concurrency]
+            line += f"{top:>9.1f}{m.tokens_per_second / top:>9.3f}"
+        print(line)
+    by_key = {(m.server, m.concurrency): m for m in medians}
     for other in ("llama-server", "llama-cpp-python"):
-        if not any(m.server == other for m in results):
+        if not any(m.server == other for m in medians):
             continue
-        print(f"\nllama-box / {other} (median of the per-run ratios)")
-        for m in (m for m in results if m.server == "llama-box"):
+        print(f"\nllama-box / {other} (llama-box's minimum and median over {other}'s median)")
+        for m in (m for m in medians if m.server == "llama-box"):
             o = by_key[(other, m.concurrency)]
-            per_run = [
-                r
-                for run in ratios
-                for r in run
-                if r["other"] == other and r["concurrency"] == m.concurrency
-            ]
-            tps = statistics.median(r["tokens_per_second"] for r in per_run)
-            ttft = statistics.median(r["ttft_p50"] for r in per_run)
+            lowest = minimums[("llama-box", m.concurrency)]
             print(
-                f"  c={m.concurrency}: tok/s x{tps:.3f}, ttft p50 x{ttft:.3f}, "
+                f"  c={m.concurrency}: tok/s min x{lowest / o.tokens_per_second:.3f}"
+                f", median x{m.tokens_per_second / o.tokens_per_second:.3f}"
+                f", ttft p50 x{m.ttft_p50_ms / o.ttft_p50_ms:.3f}, "
                 f"rss {m.peak_rss_mib - o.peak_rss_mib:+.0f} MiB, "
                 f"start-up {m.startup_s - o.startup_s:+.2f} s"
             )
-
-
-def run_ratios(run: list[Measured]) -> list[dict[str, float]]:
-    by_key = {(m.server, m.concurrency): m for m in run}
-    out = []
-    for m in run:
-        if m.server != "llama-box":
-            continue
-        for other in ("llama-server", "llama-cpp-python"):
-            o = by_key.get((other, m.concurrency))
-            if o:
-                out.append(
-                    {
-                        "other": other,
-                        "concurrency": m.concurrency,
-                        "tokens_per_second": m.tokens_per_second / o.tokens_per_second,
-                        "ttft_p50": m.ttft_p50_ms / o.ttft_p50_ms,
-                    }
-                )
-    return out
 
 
 def default_model() -> str:
@@ -356,7 +372,14 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,8")
     parser.add_argument("--requests", type=int, default=3, help="measured requests per client")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--starts", type=int, default=1, help="server starts per server")
+    parser.add_argument("--load", choices=("stream", "prefill"), default="stream")
+    parser.add_argument(
+        "--server-args", default="", help="flags given to every server, e.g. --no-repack"
+    )
+    parser.add_argument(
+        "--ceiling", action="store_true", help="also run llama-batched-bench (bench/ceiling.py)"
+    )
     parser.add_argument(
         "--llama-server",
         type=Path,
@@ -375,18 +398,21 @@ def main() -> None:
         args.llama_server = Path(built.stdout.strip().splitlines()[-1])
     (HERE / "results").mkdir(exist_ok=True)
 
-    runs = []
-    for run in range(args.runs):
-        print(f"run {run + 1}/{args.runs}", file=sys.stderr, flush=True)
-        runs.append([m for name in servers for m in bench_server(name, args)])
-    results = median_of(runs)
-    ratios = [run_ratios(run) for run in runs]
+    starts = []
+    for start in range(args.starts):
+        print(f"start {start + 1}/{args.starts}", file=sys.stderr, flush=True)
+        starts.append([m for name in servers for m in bench_server(name, args)])
+    medians = median_of(starts)
+    rates = None
+    if args.ceiling:
+        settings = {k: getattr(args, k) for k in ("model", "ctx", "threads", "max_tokens")}
+        rates = ceiling.ceiling({**settings, "concurrency": args.concurrency}, 16)
     print(
-        f"\nmodel {Path(args.model).name}, -c {args.ctx} -np {args.parallel} -t {args.threads}, "
-        f"{args.requests} requests of {args.max_tokens} tokens per client, "
-        f"median of {args.runs} run(s)\n"
+        f"\nmodel {Path(args.model).name}, -c {args.ctx} -np {args.parallel} -t {args.threads} "
+        f"{args.server_args}, {args.load} load, {args.requests} requests of {args.max_tokens} "
+        f"tokens per client, {args.starts} start(s) per server\n"
     )
-    print_table(results, ratios)
+    print_table(medians, minimum_rates(starts), rates)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
@@ -394,9 +420,9 @@ def main() -> None:
                 "settings": {
                     k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                 },
-                "results": [asdict(m) for m in results],
-                "runs": [[asdict(m) for m in run] for run in runs],
-                "ratios": ratios,
+                "results": [asdict(m) for m in medians],
+                "starts": [[asdict(m) for m in run] for run in starts],
+                "ceiling": rates,
             },
             indent=2,
         )
