@@ -88,8 +88,7 @@ def choose_slot(
             for slot in idle
             if shared[slot.id]
             and shared[slot.id] >= similarity * len(prompt)
-            and shared[slot.id]
-            >= SHARED_TOKENS_PER_WIDENED_SLOT * (widening[slot.id] - narrowest)
+            and shared[slot.id] >= SHARED_TOKENS_PER_WIDENED_SLOT * (widening[slot.id] - narrowest)
         ]
         if hits:
             return max(hits, key=lambda slot: shared[slot.id])
