@@ -140,6 +140,36 @@ class PythonStageAdapter:
                 self.error = error
 
 
+def picks_the_highest_logit(params: SamplingParams, stages: Mapping[str, StageFactory]) -> bool:
+    """Whether the chain can only pick the token with the highest (biased) logit: a
+    temperature <= 0 after stages that each keep the best token. Such a request needs no
+    pass of the chain over the 262k-candidate row: an argmax of the logits picks the same
+    token (a negative bias on that very token, or a tie, sends it back to the chain)."""
+    if params.mirostat or params.grammar or params.json_schema is not None or params.n_probs:
+        return False
+    if params.temperature > 0 or params.dynatemp_range > 0 or "temperature" not in params.samplers:
+        return False
+    if any(bias > 0 for _, bias in params.logit_bias):
+        return False
+    keeps_the_best = {
+        "penalties": params.repeat_penalty == 1
+        and params.frequency_penalty == 0
+        and params.presence_penalty == 0,
+        "dry": params.dry_multiplier == 0,
+        "top_n_sigma": True,
+        "top_k": True,
+        "typ_p": params.typical_p >= 1,
+        "top_p": True,
+        "min_p": True,
+        "xtc": params.xtc_probability <= 0 or params.xtc_threshold > 0.5,
+        "temperature": True,
+    }
+    return all(
+        keeps_the_best.get(name, False) and stages.get(name) is BUILTIN_STAGES[name]
+        for name in params.samplers
+    )
+
+
 class LlamaCppSampler:
     """One request's sampler chain, in llama-server's order: logit bias, grammar, the
     requested stages (or Mirostat), then the final pick."""
@@ -157,6 +187,10 @@ class LlamaCppSampler:
         self._python_stages: list[PythonStageAdapter] = []
         self._candidates: np.ndarray | None = None
         self._ids: np.ndarray | None = None
+        self._argmax = picks_the_highest_logit(params, stages)
+        self._biased = {token for token, _ in params.logit_bias}
+        if params.ignore_eos:
+            self._biased.update(model.eog_tokens)
         # The grammar sits outside the inner chain: only the inner chain (penalties, DRY,
         # stages) learns the prompt, as in llama-server.
         self.chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
@@ -241,6 +275,14 @@ class LlamaCppSampler:
         add(NativeStage(lc.llama_sampler_init_dist(_seed(params))))
 
     def sample(self, ctx: Any, batch_index: int) -> int:
+        if self._argmax:
+            logits = lc.llama_get_logits_ith(ctx, batch_index)
+            n_vocab = self.model.info.n_vocab
+            row = np.ctypeslib.as_array(logits, (n_vocab,))
+            token = int(row.argmax())
+            # A tie is left to the chain, which breaks it its own way.
+            if token not in self._biased and np.count_nonzero(row == row[token]) == 1:
+                return token
         if self.params.n_probs > 0:
             token = self._sample_with_probabilities(ctx, batch_index)
         else:
