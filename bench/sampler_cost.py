@@ -44,7 +44,8 @@ def main() -> None:
         "native chain (default samplers)": SamplingParams(),
         "greedy (temperature 0): argmax of the row": SamplingParams(temperature=0),
         "greedy through the native chain": SamplingParams(
-            temperature=0, logit_bias=[(5, 1e-6)]  # a positive bias keeps it off the argmax
+            temperature=0,
+            logit_bias=[(5, 1e-6)],  # a positive bias keeps it off the argmax
         ),
         "native chain + n_probs=10": SamplingParams(n_probs=10),
         "native chain + n_probs=10 post-sampling": SamplingParams(
