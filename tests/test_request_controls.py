@@ -233,7 +233,7 @@ def test_metrics_exposes_exactly_the_seed_names(client: TestClient) -> None:
         if not line.startswith("#")
     }
     assert set(samples) == {name for name, _, _ in (*COUNTERS, *GAUGES)}
-    assert len(samples) == 28
+    assert len(samples) == 32
     assert all(value == 0.0 for value in samples.values())
     assert "# TYPE llamacpp:prompt_tokens_total counter" in response.text
     assert "# TYPE llamabox:kv_cache_tokens gauge" in response.text

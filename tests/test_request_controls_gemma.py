@@ -122,6 +122,12 @@ TWINS = {
     "llamabox:kv_cache_usage_ratio": "llamacpp:kv_cache_usage_ratio",
     "llamabox:kv_cache_tokens": "llamacpp:kv_cache_tokens",
 }
+ENCODING = {
+    "llamabox:embeddings_requests_total",
+    "llamabox:embeddings_tokens_total",
+    "llamabox:rerank_requests_total",
+    "llamabox:rerank_tokens_total",
+}
 IMAGES = {
     "llamabox:image_forward_total",
     "llamabox:image_forward_seconds_total",
@@ -138,6 +144,7 @@ def test_metrics_move_with_the_work_done(controlled: Server) -> None:
         *TWINS,
         *TWINS.values(),
         *IMAGES,
+        *ENCODING,
         "llamacpp:requests_processing",
         "llamacpp:requests_deferred",
     }
@@ -157,7 +164,7 @@ def test_metrics_move_with_the_work_done(controlled: Server) -> None:
     assert grown["llamabox:tokens_decode_seconds_total"] > 0
     assert after["llamabox:tokens_decode_per_second"] > 0
     assert all(after[a] == after[b] for a, b in TWINS.items())
-    assert all(after[name] == 0 for name in IMAGES)
+    assert all(after[name] == 0 for name in (*IMAGES, *ENCODING))
     assert after["llamacpp:requests_processing"] == after["llamacpp:requests_deferred"] == 0
     assert after["llamabox:kv_cache_tokens"] == 0, "finished requests hold no cache"
 

@@ -17,6 +17,7 @@ import msgspec
 import numpy as np
 
 ModelKind = Literal["text", "embedding", "reranker", "projector", "diffusion"]
+Pooling = Literal["none", "mean", "cls", "last", "rank"]
 Outputs = Literal["last", "all", "none"]
 
 
@@ -33,6 +34,13 @@ class ModelInfo(msgspec.Struct, kw_only=True, frozen=True):
     n_ctx_slot: int
     """Tokens each slot may hold: the context divided between the parallel slots."""
     add_bos: bool
+    n_ubatch: int = 512
+    """Rows one native step takes: an embedded input must fit in it whole."""
+    pooling: Pooling = "none"
+    """How an embedding or reranker model turns token states into its output."""
+    rerank_joins: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] = ((), (), ())
+    """Tokens a reranker wants before the query, between query and document, and after
+    the document."""
     chat_template: str | None = None
     """The Jinja chat template from the model file, if it has one."""
     builtin_template: str = ""
@@ -51,6 +59,11 @@ class ModelInfo(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def can_shift(self) -> bool:
         return "kv_shift" in self.capabilities
+
+    @property
+    def max_encode_tokens(self) -> int:
+        """The longest input an embedding or reranker model takes in one step."""
+        return min(self.n_ubatch, self.n_ctx_slot)
 
 
 @runtime_checkable

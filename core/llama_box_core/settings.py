@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -49,6 +49,14 @@ class Settings(msgspec.Struct, kw_only=True):
     """One KV buffer shared by every slot (llama.cpp's -kvu); off: each slot owns c/np."""
     flash_attn: bool | None = None
     """None: llama.cpp decides (auto), as llama-server does."""
+    embeddings: bool = False
+    """Serve embeddings (and nothing generative) from the model."""
+    rerank: bool = False
+    """Serve reranking: embeddings with rank pooling."""
+    pooling: Literal["none", "mean", "cls", "last", "rank"] | None = None
+    """How token states become one vector; None: the model's own."""
+    attention: Literal["causal", "non-causal"] | None = None
+    """Attention for embeddings; None: the model's own."""
     n_gpu_layers: int = -1
     repack: bool | None = None
     """Weight repacking (llama.cpp's extra buffer types). None: decided per CPU at load."""

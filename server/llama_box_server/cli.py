@@ -26,6 +26,7 @@ from llama_box_server.compat import (
     compat_options,
     log_ignored,
 )
+from llama_box_server.embedding_options import embedding_options
 from llama_box_server.logs import configure_logging
 from llama_box_server.option_kit import (
     DEFAULTS,
@@ -125,7 +126,7 @@ def info_options() -> list[click.Option]:
 
 
 def build_cli(pm: pluggy.PluginManager) -> click.Command:
-    params = [*info_options(), *builtin_options(), *sampling_options()]
+    params = [*info_options(), *builtin_options(), *embedding_options(), *sampling_options()]
     field_names = set(msgspec.structs.asdict(DEFAULTS))
     extra = plugin_options(pm, {p.name or "" for p in params})
     flags = {"-h", "--help", "--usage"}

@@ -10,6 +10,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from llama_box_core.engine import EngineNotReady
+from llama_box_core.model import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ def to_api_error(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, EngineNotReady):
         return ApiError(503, str(exc))
+    if isinstance(exc, DecodeError):
+        return ApiError(exc.status, str(exc))
     if isinstance(exc, ValidationException):
         return ApiError(400, _validation_message(exc))
     if isinstance(exc, HTTPException):

@@ -297,6 +297,13 @@ def check_prompt(
     return tokens
 
 
+def require_completion(engine: Engine) -> None:
+    """An embedding or reranking server generates nothing (llama-server's answer)."""
+    if "completion" not in engine.info.capabilities:
+        flag = "--rerank" if "rerank" in engine.info.capabilities else "--embeddings"
+        raise ApiError(501, f"This server does not support completions. Start it without `{flag}`")
+
+
 async def build_requests(
     engine: Engine,
     settings: Settings,
@@ -309,6 +316,7 @@ async def build_requests(
     """One generation per prompt and choice (choice ``j`` of prompt ``i`` is at
     ``i * n_choices + j``); with a fixed seed, choice ``j`` samples with seed + j so the
     choices differ."""
+    require_completion(engine)
     params = await fields.resolve(engine, n_probs)
     n_keep = pick(fields.n_keep, settings.keep)
     info = engine.info

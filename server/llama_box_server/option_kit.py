@@ -11,7 +11,8 @@ import click
 from llama_box_core.settings import Settings
 
 GENERAL, SERVER, COMPLETION = "general", "server", "server/completion"
-GROUP_ORDER = (GENERAL, SERVER, COMPLETION)
+EMBEDDING = "server/embedding"
+GROUP_ORDER = (GENERAL, SERVER, COMPLETION, EMBEDDING)
 DEFAULTS = Settings()
 
 

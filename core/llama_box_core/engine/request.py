@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from llama_box_core.types import Sampler, SamplingParams, TokenProbabilities
 
@@ -106,3 +108,15 @@ class GenerationRequest:
     cancelled: bool = False
     id: int = field(default_factory=lambda: next(_request_ids))
     timings: Timings = field(default_factory=Timings)
+
+
+def settle_soon(future: asyncio.Future[Any], setter: Callable[[Any], None], value: Any) -> None:
+    """From any thread: settle ``future`` on its own loop with ``setter(value)``, unless
+    it is settled (or cancelled: the caller went away) by then, or its loop is closed."""
+
+    def settle() -> None:
+        if not future.done():
+            setter(value)
+
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening
+        future.get_loop().call_soon_threadsafe(settle)

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import pluggy
 
+from llama_box_core.engine.encoding import EncodeQueue, EncodeRequest
 from llama_box_core.engine.request import (
     ErrorEvent,
     Event,
@@ -30,6 +31,7 @@ from llama_box_core.engine.request import (
     GenerationRequest,
     StopType,
     TokenEvent,
+    settle_soon,
 )
 from llama_box_core.engine.slots import Slot, choose_slot, common_prefix, reusable_chunks
 from llama_box_core.engine.state import (
@@ -39,7 +41,7 @@ from llama_box_core.engine.state import (
     SchedulerConfig,
 )
 from llama_box_core.engine.text import TextAssembler
-from llama_box_core.model import DecodeBatch, DecodeError, Model, ModelInfo
+from llama_box_core.model import DecodeBatch, DecodeError, DecodeOutputs, Model, ModelInfo
 from llama_box_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class Scheduler:
         self.slots: list[Slot] = []
         self.stats = EngineStats()
         self._queue: deque[GenerationRequest] = deque()
+        self._encodes = EncodeQueue()
         self._commands: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
         self._wakeup = threading.Condition()
         self._stopping = False
@@ -91,6 +94,11 @@ class Scheduler:
     def enqueue(self, request: GenerationRequest) -> None:
         with self._wakeup:
             self._queue.append(request)
+            self._wakeup.notify()
+
+    def enqueue_encode(self, request: EncodeRequest) -> None:
+        with self._wakeup:
+            self._encodes.add(request)
             self._wakeup.notify()
 
     def wake(self) -> None:
@@ -162,7 +170,9 @@ class Scheduler:
                 try:
                     self._run_commands()
                     self._admit()
-                    if all(slot.idle for slot in self.slots):
+                    if self._encodes:
+                        self._encode_step()
+                    elif all(slot.idle for slot in self.slots):
                         self._wait_for_work()
                     else:
                         self._step()
@@ -182,11 +192,11 @@ class Scheduler:
                 outcome: tuple[Callable[[Any], None], Any] = (future.set_result, command())
             except Exception as error:
                 outcome = (future.set_exception, error)
-            future.get_loop().call_soon_threadsafe(_settle, future, *outcome)
+            settle_soon(future, *outcome)
 
     def _wait_for_work(self) -> None:
         with self._wakeup:
-            if not self._queue and not self._commands and not self._stopping:
+            if not (self._queue or self._commands or self._encodes or self._stopping):
                 self._wakeup.wait(IDLE_WAIT_SECONDS)
 
     def _load(self) -> None:
@@ -216,6 +226,7 @@ class Scheduler:
             request = self._queue.popleft()
             request.sampler.close()
             self._post(request, ErrorEvent(503, "Server is shutting down"))
+        self._encodes.fail_all(503, "Server is shutting down")
         if self.model is not None:
             self.model.close()
 
@@ -340,6 +351,19 @@ class Scheduler:
                 self._on_logits(slot, now, outbox)
         self._post_many(outbox)
 
+    def _encode_step(self) -> None:
+        """Embed or score the next waiting inputs in one step, in idle slots' sequences
+        (an embedding model serves nothing else, so they are all idle)."""
+        model, info = self.model, self.info
+        assert model is not None and info is not None
+
+        def decode(batch: DecodeBatch) -> DecodeOutputs | None:
+            return self.hook.llama_box_decode(model=model, batch=batch)
+
+        for seq in self._encodes.step(model, info, decode, self.stats):
+            slot = self.slots[seq]
+            slot.cache, slot.n_past = [], 0
+
     def _fail_batch(self, error: DecodeError) -> None:
         """Fail the requests in a batch that could not be decoded; the rest go on."""
         log.error("decode failed: %s", error)
@@ -454,11 +478,6 @@ class Scheduler:
 
 class SlotBusy(RuntimeError):
     """A slot operation needs an idle slot."""
-
-
-def _settle(future: asyncio.Future[Any], setter: Callable[[Any], None], value: Any) -> None:
-    if not future.done():  # the caller may have gone away
-        setter(value)
 
 
 def _deliver(items: list[tuple[GenerationRequest, Event]]) -> None:

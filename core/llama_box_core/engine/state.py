@@ -51,6 +51,10 @@ class EngineStats(msgspec.Struct, kw_only=True):
     decode_tokens: int = 0
     decode_seconds: float = 0.0
     requests_finished: int = 0
+    embedding_requests: int = 0
+    embedding_tokens: int = 0
+    rerank_requests: int = 0
+    rerank_tokens: int = 0
 
     @property
     def decode_tokens_per_second(self) -> float:

@@ -15,7 +15,7 @@ from llama_box_core.settings import Settings
 from llama_box_core.types import ChatMessage, SamplingParams, StageFactory
 from llama_box_llamacpp import repack
 from llama_box_llamacpp.batch import LlamaCppOutputs, decode_batch
-from llama_box_llamacpp.params import context_params, model_params
+from llama_box_llamacpp.params import POOLING_NAMES, context_params, model_params
 from llama_box_llamacpp.sampling import LlamaCppSampler
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,13 @@ class LlamaCppModel:
             "rep": lc.llama_vocab_fim_rep(vocab),
             "sep": lc.llama_vocab_fim_sep(vocab),
         }
-        capabilities = {"completion"}
+        pooling = POOLING_NAMES.get(lc.llama_pooling_type(self._ctx), "none")
+        if not (settings.embeddings or settings.rerank):
+            kind, capabilities = "text", {"completion"}
+        elif pooling == "rank":
+            kind, capabilities = "reranker", {"rerank"}
+        else:
+            kind, capabilities = "embedding", {"embeddings"}
         if lc.llama_memory_can_shift(self._memory):
             capabilities.add("kv_shift")
         if all(fim_tokens[name] >= 0 for name in ("pre", "suf", "mid")):
@@ -114,9 +120,13 @@ class LlamaCppModel:
         n_ctx_slot = lc.llama_n_ctx_seq(self._ctx)
         n_vocab = lc.llama_vocab_n_tokens(vocab)
         n_ctx_train = lc.llama_model_n_ctx_train(self._model)
+        if self._memory is None:
+            # An encoder (BERT) keeps no KV cache and has learned positions up to its
+            # training context only.
+            n_ctx_slot = min(n_ctx_slot, n_ctx_train)
         n_embd = lc.llama_model_n_embd(self._model)
         return ModelInfo(
-            kind="text",
+            kind=kind,
             path=path,
             architecture=architecture,
             n_ctx_train=n_ctx_train,
@@ -125,6 +135,9 @@ class LlamaCppModel:
             n_slots=settings.n_parallel,
             n_ctx_slot=n_ctx_slot,
             add_bos=bool(lc.llama_vocab_get_add_bos(vocab)),
+            n_ubatch=lc.llama_n_ubatch(self._ctx),
+            pooling=pooling,
+            rerank_joins=self._rerank_joins(),
             chat_template=chat_template,
             builtin_template=self._choose_builtin_template(settings, chat_template, architecture),
             special_tokens={
@@ -144,8 +157,20 @@ class LlamaCppModel:
                 "n_slot": settings.n_parallel,
                 "n_ctx_slot": n_ctx_slot,
                 "architecture": architecture,
+                "pooling": pooling,
             },
         )
+
+    def _rerank_joins(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """How llama-server joins a query and a document: BOS, query, EOS, SEP,
+        document, EOS, each as the vocabulary says it adds them."""
+        vocab = self.vocab
+        end = lc.llama_vocab_eos(vocab)
+        end = end if end >= 0 else lc.llama_vocab_sep(vocab)
+        bos = (lc.llama_vocab_bos(vocab),) if lc.llama_vocab_get_add_bos(vocab) else ()
+        eos = (end,) if lc.llama_vocab_get_add_eos(vocab) else ()
+        sep = (lc.llama_vocab_sep(vocab),) if lc.llama_vocab_get_add_sep(vocab) else ()
+        return bos, eos + sep, eos
 
     @staticmethod
     def _choose_builtin_template(
@@ -179,9 +204,10 @@ class LlamaCppModel:
         second_sequence = self.info.n_slots > 1 and room > 2
         tokens = tokens[: room - second_sequence]
         batch = DecodeBatch(room)
-        batch.add(tokens, 0, 0)
+        outputs = "all" if self.info.kind != "text" else "last"  # pooling reads every row
+        batch.add(tokens, 0, 0, outputs)
         if second_sequence:
-            batch.add(tokens[:1], 0, 1)
+            batch.add(tokens[:1], 0, 1, outputs)
         log.info(
             "warming up with a batch of %d tokens (a native crash here is llama.cpp's: "
             "try --no-repack)",

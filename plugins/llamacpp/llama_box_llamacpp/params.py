@@ -66,6 +66,24 @@ def model_params(settings: Settings, repack: bool) -> Any:
     return params
 
 
+POOLING_TYPES = {
+    None: lc.LLAMA_POOLING_TYPE_UNSPECIFIED,
+    "none": lc.LLAMA_POOLING_TYPE_NONE,
+    "mean": lc.LLAMA_POOLING_TYPE_MEAN,
+    "cls": lc.LLAMA_POOLING_TYPE_CLS,
+    "last": lc.LLAMA_POOLING_TYPE_LAST,
+    "rank": lc.LLAMA_POOLING_TYPE_RANK,
+}
+POOLING_NAMES = {value: name for name, value in POOLING_TYPES.items() if name}
+
+
+def pooling(settings: Settings) -> str | None:
+    """--pooling, or rank for --rerank (as llama-server), or the model's own (None)."""
+    if settings.pooling is None and settings.rerank:
+        return "rank"
+    return settings.pooling
+
+
 def context_params(settings: Settings) -> Any:
     params = lc.llama_context_default_params()
     set_fields(
@@ -87,6 +105,13 @@ def context_params(settings: Settings) -> Any:
             True: lc.LLAMA_FLASH_ATTN_TYPE_ENABLED,
             False: lc.LLAMA_FLASH_ATTN_TYPE_DISABLED,
         }[settings.flash_attn],
+        embeddings=settings.embeddings or settings.rerank,
+        pooling_type=POOLING_TYPES[pooling(settings)],
+        attention_type={
+            None: lc.LLAMA_ATTENTION_TYPE_UNSPECIFIED,
+            "causal": lc.LLAMA_ATTENTION_TYPE_CAUSAL,
+            "non-causal": lc.LLAMA_ATTENTION_TYPE_NON_CAUSAL,
+        }[settings.attention],
         type_k=CACHE_TYPES[settings.cache_type_k],
         type_v=CACHE_TYPES[settings.cache_type_v],
         no_perf=True,

@@ -13,7 +13,7 @@ from llama_box_core.engine import Engine
 from llama_box_core.hookspecs import hookimpl
 from llama_box_core.settings import Settings
 from llama_box_server.errors import ApiError
-from llama_box_server.generation import EventStream
+from llama_box_server.generation import EventStream, require_completion
 from llama_box_server.routes.completions import NativeCompletion, NativeFields, run_native
 
 REPO_NAME = "myproject"
@@ -35,6 +35,7 @@ class InfillRequest(NativeFields, kw_only=True):
 async def infill_tokens(engine: Engine, data: InfillRequest) -> list[int]:
     """``[extra] <FIM_PRE>prefix<FIM_SUF>suffix<FIM_MID>prompt``; with the repo-level
     pattern (``<FIM_REP>`` and ``<FIM_SEP>``) when the model has those tokens."""
+    require_completion(engine)
     fim = engine.info.fim_tokens
     if "infill" not in engine.info.capabilities:
         raise ApiError(400, "This model has no fill-in-the-middle tokens: /infill needs them")

@@ -14,8 +14,6 @@ from llama_box_core.hookspecs import hookimpl
 from llama_box_server.errors import ApiError
 
 MISSING = {
-    "embeddings": (["/embedding", "/embeddings", "/v1/embeddings"], "embeddings"),
-    "rerank": (["/rerank", "/reranking", "/v1/rerank", "/v1/reranking"], "reranking"),
     "responses": (
         ["/v1/responses", "/responses", "/v1/responses/input_tokens", "/responses/input_tokens"],
         "OpenAI's Responses API",
