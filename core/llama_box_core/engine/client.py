@@ -189,6 +189,22 @@ class Engine:
             parse_special=parse_special,
         )
 
+    async def tokenize_all(
+        self, texts: Sequence[str], *, add_special: bool, parse_special: bool
+    ) -> list[list[int]]:
+        """Several texts in one trip to a worker thread (many short inputs: one hop)."""
+        model, tokenize = self._model(), self.hook.llama_box_tokenize
+
+        def run() -> list[list[int]]:
+            return [
+                tokenize(
+                    model=model, text=text, add_special=add_special, parse_special=parse_special
+                )
+                for text in texts
+            ]
+
+        return await asyncio.to_thread(run)
+
     async def detokenize(self, tokens: Sequence[int]) -> str:
         return await asyncio.to_thread(
             self.hook.llama_box_detokenize, model=self._model(), tokens=tokens

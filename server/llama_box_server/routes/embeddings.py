@@ -85,12 +85,10 @@ async def tokenize_inputs(engine: Engine, value: EmbeddingInput | None) -> list[
     if not items:
         raise ApiError(400, '"input" must not be empty')
     n_vocab = engine.info.n_vocab
-    inputs = []
     for index, item in enumerate(items):
         if isinstance(item, str):
             if not item:
                 raise ApiError(400, f"input {index} is an empty string")
-            inputs.append(await engine.tokenize(item, add_special=True, parse_special=True))
         elif isinstance(item, list) and all(
             isinstance(t, int) and not isinstance(t, bool) for t in item
         ):
@@ -98,12 +96,13 @@ async def tokenize_inputs(engine: Engine, value: EmbeddingInput | None) -> list[
                 raise ApiError(400, f"input {index} is an empty list of tokens")
             if not all(0 <= t < n_vocab for t in item):
                 raise ApiError(400, f"input {index} has a token id outside [0, {n_vocab})")
-            inputs.append(item)
         else:
             raise ApiError(
                 400, f"input {index} must be a string or a list of token ids, not {item!r:.40}"
             )
-    return inputs
+    texts = [item for item in items if isinstance(item, str)]
+    tokenized = iter(await engine.tokenize_all(texts, add_special=True, parse_special=True))
+    return [next(tokenized) if isinstance(item, str) else item for item in items]
 
 
 def normalize(vector: np.ndarray, norm: int) -> np.ndarray:
