@@ -204,3 +204,26 @@ def test_rerank_top_n_documents_and_normalisation(ranker: Server) -> None:
         assert client.post("/v1/completions", json={"prompt": "x"}).status_code == 501
         metrics = client.get("/metrics")
     assert "llamabox:rerank_requests_total 3.0" in metrics.text
+
+
+def test_pooling_none_gives_unnormalised_vectors_per_token(tmp_path: Path) -> None:
+    args = ["-m", str(minilm.gguf_path()), "--embeddings", "--pooling", "none", "-np", "2"]
+    running = start_server(args, tmp_path / "llama-box.log")
+    sentence = "A man is playing a guitar."
+    tokens = REFERENCE["tokens"][sentence]
+    try:
+        with running.client(timeout=60) as client:
+            response = client.post("/embeddings", json={"content": sentence})
+            assert response.status_code == 200, response.text
+            rows = np.array(response.json()[0]["embedding"])
+            refused = client.post("/v1/embeddings", json={"input": sentence})
+    finally:
+        running.stop()
+    assert rows.shape == (len(tokens), 384)
+    expected = bert.forward(minilm.weights(), minilm.SHAPE, tokens)
+    assert np.abs(np.linalg.norm(rows, axis=1) - 1).max() > 0.1  # not normalised
+    cosines = (
+        (rows * expected).sum(1) / np.linalg.norm(rows, axis=1) / np.linalg.norm(expected, axis=1)
+    )
+    assert cosines.min() > 0.999
+    assert refused.status_code == 400 and "not OAI compatible" in refused.text
