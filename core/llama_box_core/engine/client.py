@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 import pluggy
 
-from llama_box_core.engine.encoding import EncodeOutput, EncodeRequest
+from llama_box_core.engine.encoding import EncodeOutput, EncodeRequest, check_input
 from llama_box_core.engine.request import Event, GenerationRequest, TokenEvent
 from llama_box_core.engine.scheduler import Scheduler
 from llama_box_core.engine.state import EngineSnapshot, GenerationDefaults
@@ -114,29 +114,29 @@ class Engine:
             if not finished:
                 self.cancel(request)
 
-    async def encode(self, inputs: list[list[int]], output: EncodeOutput) -> list[Any]:
-        """Embed or score token inputs (see ``EncodeRequest``); ``ValueError`` for an empty
-        input or one longer than the model takes in one step."""
+    async def encode(
+        self, inputs: list[list[int] | str], output: EncodeOutput
+    ) -> tuple[list[Any], int]:
+        """Embed or score inputs, token ids or text (tokenized with the model's special
+        tokens); return one result per input (see ``EncodeRequest``) and the tokens they
+        took. ``ValueError`` for an empty input or one longer than one step takes."""
         info = self.info
         if not inputs:
             raise ValueError("the input must not be empty")
-        limit = info.max_encode_tokens
         for index, tokens in enumerate(inputs):
-            if not tokens:
-                raise ValueError(f"input {index} is empty")
-            if len(tokens) > limit:
-                raise ValueError(
-                    f"input {index} is too large to process: {len(tokens)} tokens, but the "
-                    f"micro-batch (-ub) holds {info.n_ubatch} and each slot's context "
-                    f"{info.n_ctx_slot}"
-                )
+            if isinstance(tokens, str):
+                if not tokens:
+                    raise ValueError(f"input {index} is an empty string")
+            else:
+                check_input(index, tokens, info)
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        request = EncodeRequest(inputs=inputs, output=output, future=future)
+        request = EncodeRequest(inputs=list(inputs), output=output, future=future)
         self.scheduler.enqueue_encode(request)
         try:
-            return await future
+            results = await future
         finally:
             request.cancelled = True  # done, or the caller went away: drop what is left
+        return results, sum(len(tokens) for tokens in request.inputs)
 
     # --- on the scheduler thread, between two steps ----------------------------------------
 

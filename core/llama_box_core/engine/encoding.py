@@ -19,18 +19,26 @@ import numpy as np
 
 from llama_box_core.engine.request import settle_soon
 from llama_box_core.engine.state import EngineStats
-from llama_box_core.model import DecodeBatch, DecodeError, DecodeOutputs, Model, ModelInfo
+from llama_box_core.model import (
+    DecodeBatch,
+    DecodeError,
+    DecodeOutputs,
+    InvalidBatch,
+    Model,
+    ModelInfo,
+)
 
 EncodeOutput = Literal["pooled", "tokens", "rank"]
 
 
 @dataclass(slots=True, eq=False)
 class EncodeRequest:
-    """Inputs (token ids) to embed or score; answered through ``future`` with one result
-    per input: a vector (``pooled``), a tokens x n_embd array (``tokens``) or a float
-    (``rank``)."""
+    """Inputs (token ids, or text the scheduler tokenizes as it packs it) to embed or
+    score; answered through ``future`` with one result per input: a vector (``pooled``),
+    a tokens x n_embd array (``tokens``) or a float (``rank``). Texts are replaced by
+    their tokens."""
 
-    inputs: list[list[int]]
+    inputs: list[list[int] | str]
     output: EncodeOutput
     future: asyncio.Future[list[Any]]
     results: list[Any] = field(default_factory=list)
@@ -40,6 +48,17 @@ class EncodeRequest:
     def __post_init__(self) -> None:
         self.results = [None] * len(self.inputs)
         self.remaining = len(self.inputs)
+
+
+def check_input(index: int, tokens: list[int], info: ModelInfo) -> None:
+    """``ValueError`` for an input the model cannot take in one step."""
+    if not tokens:
+        raise ValueError(f"input {index} is empty")
+    if len(tokens) > info.max_encode_tokens:
+        raise ValueError(
+            f"input {index} is too large to process: {len(tokens)} tokens, but the "
+            f"micro-batch (-ub) holds {info.n_ubatch} and each slot's context {info.n_ctx_slot}"
+        )
 
 
 class EncodeQueue:
@@ -66,6 +85,7 @@ class EncodeQueue:
         model: Model,
         info: ModelInfo,
         decode: Callable[[DecodeBatch], DecodeOutputs | None],
+        tokenize: Callable[[str], list[int]],
         stats: EngineStats,
     ) -> list[int]:
         """Encode the next inputs that fit one step; return the sequence ids it used."""
@@ -81,6 +101,14 @@ class EncodeQueue:
                 self._waiting.popleft()
                 continue
             tokens = request.inputs[index]
+            if isinstance(tokens, str):
+                # Here rather than on a worker thread: one hop less for a short input.
+                tokens = request.inputs[index] = tokenize(tokens)
+                try:
+                    check_input(index, tokens, info)
+                except ValueError as error:
+                    self._answer_error(request, InvalidBatch(str(error)), 400)
+                    continue
             if len(tokens) > batch.room:
                 break
             self._waiting.popleft()

@@ -360,7 +360,12 @@ class Scheduler:
         def decode(batch: DecodeBatch) -> DecodeOutputs | None:
             return self.hook.llama_box_decode(model=model, batch=batch)
 
-        for seq in self._encodes.step(model, info, decode, self.stats):
+        def tokenize(text: str) -> list[int]:
+            return self.hook.llama_box_tokenize(
+                model=model, text=text, add_special=True, parse_special=True
+            )
+
+        for seq in self._encodes.step(model, info, decode, tokenize, self.stats):
             slot = self.slots[seq]
             slot.cache, slot.n_past = [], 0
 

@@ -75,8 +75,9 @@ async def read_body(request: Request, shape: type[T]) -> T:
         raise ApiError(400, f"Invalid request body: {error}") from error
 
 
-async def tokenize_inputs(engine: Engine, value: EmbeddingInput | None) -> list[list[int]]:
-    """A string, strings, token ids, or lists of token ids: one token list per input."""
+def parse_inputs(engine: Engine, value: EmbeddingInput | None) -> list[list[int] | str]:
+    """A string, strings, token ids, or lists of token ids: one text or token list per
+    input (the engine tokenizes the texts as it encodes them)."""
     if value is None:
         raise ApiError(400, '"input" is required')
     items: list[Any] = [value] if isinstance(value, str) else list(value)
@@ -100,9 +101,7 @@ async def tokenize_inputs(engine: Engine, value: EmbeddingInput | None) -> list[
             raise ApiError(
                 400, f"input {index} must be a string or a list of token ids, not {item!r:.40}"
             )
-    texts = [item for item in items if isinstance(item, str)]
-    tokenized = iter(await engine.tokenize_all(texts, add_special=True, parse_special=True))
-    return [next(tokenized) if isinstance(item, str) else item for item in items]
+    return items
 
 
 def normalize(vector: np.ndarray, norm: int) -> np.ndarray:
@@ -119,7 +118,10 @@ def normalize(vector: np.ndarray, norm: int) -> np.ndarray:
     return vector / scale if scale > 0 else vector * 0.0
 
 
-async def encode(engine: Engine, inputs: list[list[int]], output: Any) -> list[Any]:
+async def encode(
+    engine: Engine, inputs: list[list[int] | str], output: Any
+) -> tuple[list[Any], int]:
+    """The engine's results and the tokens they took; a refused input is a 400."""
     try:
         return await engine.encode(inputs, output)
     except ValueError as error:
@@ -144,8 +146,8 @@ async def openai_embeddings(
         raise ApiError(
             400, "Pooling type 'none' is not OAI compatible. Please use a different pooling type"
         )
-    inputs = await tokenize_inputs(engine, data.input if data.input is not None else data.content)
-    vectors = await encode(engine, inputs, "pooled")
+    inputs = parse_inputs(engine, data.input if data.input is not None else data.content)
+    vectors, n_tokens = await encode(engine, inputs, "pooled")
     items = []
     for index, vector in enumerate(vectors):
         values = normalize(vector, data.embd_normalize).astype(np.float32)
@@ -155,7 +157,6 @@ async def openai_embeddings(
             else values.tolist()
         )
         items.append(Embedding(index=index, embedding=embedding))
-    n_tokens = sum(len(tokens) for tokens in inputs)
     return EmbeddingsResponse(
         data=items,
         model=data.model or settings.model_name,
@@ -170,14 +171,14 @@ async def llama_embeddings(
     require(engine, "embeddings", "--embeddings", "embeddings")
     data = await read_body(request, EmbeddingsRequest)
     check_request(data)
-    inputs = await tokenize_inputs(engine, data.content if data.content is not None else data.input)
+    inputs = parse_inputs(engine, data.content if data.content is not None else data.input)
     if engine.info.pooling == "none":
-        per_token = await encode(engine, inputs, "tokens")
+        per_token, _ = await encode(engine, inputs, "tokens")
         return [
             TokenEmbeddings(index=index, embedding=array.tolist())
             for index, array in enumerate(per_token)
         ]
-    vectors = await encode(engine, inputs, "pooled")
+    vectors, _ = await encode(engine, inputs, "pooled")
     return [
         TokenEmbeddings(
             index=index,

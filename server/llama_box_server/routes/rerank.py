@@ -74,18 +74,11 @@ async def rerank(
         if not text:
             raise ApiError(400, f"document {index} is empty")
     prefix, middle, suffix = engine.info.rerank_joins
-    query = await engine.tokenize(data.query, add_special=False, parse_special=False)
-    pairs = [
-        [
-            *prefix,
-            *query,
-            *middle,
-            *await engine.tokenize(text, add_special=False, parse_special=False),
-            *suffix,
-        ]
-        for text in texts
-    ]
-    scores = await encode(engine, pairs, "rank")
+    query, *documents = await engine.tokenize_all(
+        [data.query, *texts], add_special=False, parse_special=False
+    )
+    pairs: list[list[int] | str] = [[*prefix, *query, *middle, *d, *suffix] for d in documents]
+    scores, n_tokens = await encode(engine, pairs, "rank")
     results = [
         RankedResult(
             index=index,
@@ -95,7 +88,6 @@ async def rerank(
         for index, score in enumerate(scores)
     ]
     results.sort(key=lambda result: result.relevance_score, reverse=True)
-    n_tokens = sum(len(pair) for pair in pairs)
     return RerankResponse(
         model=data.model or settings.model_name,
         results=results[: data.top_n],
