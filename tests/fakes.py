@@ -53,6 +53,9 @@ class FakeModel:
         self.kv_ops.append(("keep", slot_id, n_keep))
         return True
 
+    def drop_slot_tail(self, slot_id: int, n_keep: int) -> None:
+        self.kv_ops.append(("drop", slot_id, n_keep))
+
     def move_slot_tokens(self, slot_id: int, start: int, end: int, to: int) -> None:
         self.kv_ops.append(("move", slot_id, start, end, to))
 

@@ -13,7 +13,8 @@ Conventions:
   what plugins contribute, and built-in features go through the same path.
 
 The phases, in the order a server meets them: registration (backends, sampler stages),
-model loading, text (templates, tokens), and the per-step generation hooks. The server
+model loading (the model, then a speculator), text (templates, tokens), and the per-step
+generation hooks. The server
 adds its own registration hooks (routes, CLI options) in ``llama_box_server.hookspecs``.
 """
 
@@ -27,6 +28,7 @@ import pluggy
 if TYPE_CHECKING:
     from llama_box_core.model import DecodeBatch, DecodeOutputs, Model
     from llama_box_core.settings import Settings
+    from llama_box_core.speculation import Speculator
     from llama_box_core.types import (
         Backend,
         ChatMessage,
@@ -76,6 +78,18 @@ def llama_box_load_model(path: str, settings: Settings) -> Model | None:
     Called once, in the scheduler thread, before the server reports healthy. The returned
     model is handed back to the text and generation hooks below. Raise ``ValueError`` with
     a reason for a file this plugin owns but cannot load.
+    """
+
+
+@hookspec(firstresult=True)
+def llama_box_create_speculator(model: Model, settings: Settings) -> Speculator | None:
+    """Offer speculative decoding for the loaded ``model`` if ``settings`` ask for this
+    plugin's kind (a draft model, n-gram lookup); return ``None`` to pass.
+
+    Called once, in the scheduler thread, right after the model loads. The speculator is
+    used from that thread only (see ``llama_box_core.speculation``). Raise ``ValueError``
+    with the reason when the settings ask for it but it cannot work with this model (a
+    draft model with another vocabulary): the server then does not start.
     """
 
 

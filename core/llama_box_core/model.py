@@ -80,6 +80,11 @@ class SlotCache(Protocol):
         holds what reusing them needs (a sliding-window cache forgets old positions)."""
         ...
 
+    def drop_slot_tail(self, slot_id: int, n_keep: int) -> None:
+        """Forget the slot's positions from ``n_keep`` on (draft tokens the target did not
+        accept); those before stay as they are."""
+        ...
+
     def move_slot_tokens(self, slot_id: int, start: int, end: int, to: int) -> None:
         """Move the cached tokens at positions [start, end) down to ``to`` (<= start),
         dropping what lay in [to, start): a KV shift, for --cache-reuse."""

@@ -49,6 +49,26 @@ class Settings(msgspec.Struct, kw_only=True):
     """One KV buffer shared by every slot (llama.cpp's -kvu); off: each slot owns c/np."""
     flash_attn: bool | None = None
     """None: llama.cpp decides (auto), as llama-server does."""
+    model_draft: str | None = None
+    """A draft model for speculative decoding."""
+    draft_max: int = 16
+    """Tokens to draft at most per step."""
+    draft_min: int = 0
+    """Fewer drafts than this are not verified."""
+    draft_p_min: float = 0.8
+    """A draft model stops drafting below this probability of its best token."""
+    ctx_size_draft: int = 0
+    """The draft model's context (0: the target's)."""
+    n_gpu_layers_draft: int = -1
+    threads_draft: int = -1
+    threads_batch_draft: int = -1
+    device_draft: str | None = None
+    lookup_ngram_min: int = 0
+    """N-gram lookup speculation from this n-gram size (0: off)."""
+    lookup_cache_static: str | None = None
+    """A llama.cpp n-gram cache file to draft from (read only)."""
+    lookup_cache_dynamic: str | None = None
+    """A llama.cpp n-gram cache file that learns from generations (loaded, saved at exit)."""
     embeddings: bool = False
     """Serve embeddings (and nothing generative) from the model."""
     rerank: bool = False

@@ -39,6 +39,7 @@ from llama_box_server.option_kit import (
 from llama_box_server.options import builtin_options
 from llama_box_server.plugins import create_plugin_manager, load_plugins
 from llama_box_server.sampling_options import sampling_from_options, sampling_options, split_values
+from llama_box_server.speculation_options import speculation_options
 
 log = logging.getLogger("llama_box")
 
@@ -126,7 +127,13 @@ def info_options() -> list[click.Option]:
 
 
 def build_cli(pm: pluggy.PluginManager) -> click.Command:
-    params = [*info_options(), *builtin_options(), *embedding_options(), *sampling_options()]
+    params = [
+        *info_options(),
+        *builtin_options(),
+        *speculation_options(),
+        *embedding_options(),
+        *sampling_options(),
+    ]
     field_names = set(msgspec.structs.asdict(DEFAULTS))
     extra = plugin_options(pm, {p.name or "" for p in params})
     flags = {"-h", "--help", "--usage"}

@@ -12,7 +12,8 @@ from llama_box_core.settings import Settings
 
 GENERAL, SERVER, COMPLETION = "general", "server", "server/completion"
 EMBEDDING = "server/embedding"
-GROUP_ORDER = (GENERAL, SERVER, COMPLETION, EMBEDDING)
+SPECULATIVE = "server/completion/speculative"
+GROUP_ORDER = (GENERAL, SERVER, COMPLETION, SPECULATIVE, EMBEDDING)
 DEFAULTS = Settings()
 
 

@@ -71,9 +71,18 @@ class FinishEvent:
     """Prompt tokens reused from the slot's cache instead of evaluated."""
     truncated: bool = False
     """The context was shifted (or the prompt cut) to make room."""
+    n_drafted: int = 0
+    """Draft tokens verified for this request (speculative decoding)."""
+    n_drafts_accepted: int = 0
 
     def timings_summary(self) -> dict[str, float]:
-        return self.timings.summary(self.n_cached, self.n_prompt - self.n_cached, self.n_predicted)
+        summary = self.timings.summary(
+            self.n_cached, self.n_prompt - self.n_cached, self.n_predicted
+        )
+        if self.n_drafted:  # as llama-server reports speculation
+            summary["draft_n"] = self.n_drafted
+            summary["draft_n_accepted"] = self.n_drafts_accepted
+        return summary
 
 
 @dataclass(slots=True)
@@ -120,3 +129,21 @@ def settle_soon(future: asyncio.Future[Any], setter: Callable[[Any], None], valu
 
     with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening
         future.get_loop().call_soon_threadsafe(settle)
+
+
+def post_events(outbox: list[tuple[GenerationRequest, Event]]) -> None:
+    """From the scheduler thread: hand events to their requests' event loops, one
+    wake-up per loop for all of them."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationRequest, Event]]] = {}
+    for request, event in outbox:
+        if request.loop is not None:
+            by_loop.setdefault(request.loop, []).append((request, event))
+    for loop, items in by_loop.items():
+        # A closed loop raises RuntimeError: nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_deliver, items)
+
+
+def _deliver(items: list[tuple[GenerationRequest, Event]]) -> None:
+    for request, event in items:
+        request.events.put_nowait(event)

@@ -10,7 +10,6 @@ decode, sample, free) happens in this thread, so the event loop never waits on l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import threading
@@ -22,6 +21,7 @@ from typing import Any
 import msgspec
 import pluggy
 
+from llama_box_core.engine.drafting import Drafting
 from llama_box_core.engine.encoding import EncodeQueue, EncodeRequest
 from llama_box_core.engine.request import (
     ErrorEvent,
@@ -31,6 +31,7 @@ from llama_box_core.engine.request import (
     GenerationRequest,
     StopType,
     TokenEvent,
+    post_events,
     settle_soon,
 )
 from llama_box_core.engine.slots import Slot, choose_slot, common_prefix, reusable_chunks
@@ -60,6 +61,7 @@ class Scheduler:
         self._settings = settings  # for the model plugin's load hook only
         self.config = SchedulerConfig.from_settings(settings)
         self.model: Model | None = None
+        self._drafting: Drafting | None = None
         self.info: ModelInfo | None = None
         """Published once the model is loaded (immutable)."""
         self.defaults = defaults
@@ -206,6 +208,12 @@ class Scheduler:
         if model is None:
             raise ValueError(f"no installed plugin can load {path!r}")
         self.model, info = model, model.info
+        speculator = self.hook.llama_box_create_speculator(model=model, settings=self._settings)
+        if speculator is not None:
+            self._drafting = Drafting(speculator, self.config, self.stats)
+            log.info(
+                "speculative decoding: %s, up to %d drafts", speculator.name, self.config.draft_max
+            )
         self.slots = [Slot(id=i) for i in range(info.n_slots)]
         self._batch = DecodeBatch(max(self.config.batch_size, info.n_slots))
         log.info(
@@ -227,6 +235,8 @@ class Scheduler:
             request.sampler.close()
             self._post(request, ErrorEvent(503, "Server is shutting down"))
         self._encodes.fail_all(503, "Server is shutting down")
+        if self._drafting is not None:
+            self._drafting.speculator.close()
         if self.model is not None:
             self.model.close()
 
@@ -288,6 +298,7 @@ class Scheduler:
         slot.pending = request.prompt[reuse:]
         slot.n_past = reuse
         slot.n_predicted = 0
+        slot.n_drafted = slot.n_drafts_accepted = 0
         room = info.n_ctx_slot - len(request.prompt)
         if config.context_shift and info.can_shift:
             room = request.n_predict if request.n_predict >= 0 else sys.maxsize
@@ -302,18 +313,26 @@ class Scheduler:
             if slot.request is not None and slot.request.cancelled:
                 self._release(slot)
 
-        # Every generating slot gets its one token in; prompts fill the room left, so a
-        # long prompt never stalls the streams already running for more than one step.
+        # Every generating slot gets its next token in (and its drafts, if speculating);
+        # prompts fill the room left, so a long prompt never stalls the streams already
+        # running for more than one step.
+        generating = [s for s in self.slots if s.request is not None and not s.pending]
+        spare = batch.capacity - len(generating)
         n_decode = 0
         for slot in self.slots:
             slot.batch_index = -1
             slot.n_in_batch = 0
-            if slot.request is not None and not slot.pending:
-                if slot.n_past >= info.n_ctx_slot:
-                    self._shift_context(slot)
-                slot.batch_index = batch.add([slot.next_token], slot.n_past, slot.id)
-                slot.n_in_batch = 1
-                n_decode += 1
+        for slot in generating:
+            if slot.n_past >= info.n_ctx_slot:
+                self._shift_context(slot)
+            drafting = self._drafting
+            slot.drafts = drafting.propose(slot, spare, info.n_ctx_slot) if drafting else []
+            spare -= len(slot.drafts)
+            tokens = [slot.next_token, *slot.drafts]
+            outputs = "all" if slot.drafts else "last"
+            slot.batch_index = batch.add(tokens, slot.n_past, slot.id, outputs)
+            slot.n_in_batch = len(tokens)
+            n_decode += len(tokens)
         for slot in self.slots:
             if slot.request is None or not slot.pending or batch.room == 0:
                 continue
@@ -333,23 +352,24 @@ class Scheduler:
             return
 
         now = time.perf_counter()
-        self._count(batch.n_tokens - n_decode, n_decode, now - started)
+        self.stats.count_step(batch.n_tokens - n_decode, n_decode, now - started)
         outbox: list[tuple[GenerationRequest, Event]] = []
         for slot in self.slots:
             if not slot.n_in_batch:
                 continue
-            slot.n_past += slot.n_in_batch
             if slot.pending:
+                slot.n_past += slot.n_in_batch
                 slot.cache += slot.pending[: slot.n_in_batch]
                 del slot.pending[: slot.n_in_batch]
                 if slot.pending:
                     continue
                 slot.request.timings.prompt_end = now  # type: ignore[union-attr]
-            else:
+            else:  # its drafts join the cache as they are accepted
+                slot.n_past += 1
                 slot.cache.append(slot.next_token)
             if slot.batch_index >= 0:
                 self._on_logits(slot, now, outbox)
-        self._post_many(outbox)
+        post_events(outbox)
 
     def _encode_step(self) -> None:
         """Embed or score the next waiting inputs in one step, in idle slots' sequences
@@ -392,41 +412,51 @@ class Scheduler:
         slot.truncated = True
         log.debug("slot %d: context shift, kept %d, dropped %d", slot.id, n_keep, n_discard)
 
-    def _count(self, n_prefill: int, n_decode: int, seconds: float) -> None:
-        """Split a step's time between prompt and generated tokens by their share."""
-        stats = self.stats
-        total = n_prefill + n_decode
-        stats.prefill_tokens += n_prefill
-        stats.decode_tokens += n_decode
-        stats.prefill_seconds += seconds * n_prefill / total
-        stats.decode_seconds += seconds * n_decode / total
-
     def _on_logits(
         self, slot: Slot, now: float, outbox: list[tuple[GenerationRequest, Event]]
     ) -> None:
+        """Sample the slot's rows in turn: each draft the target samples itself is kept
+        (its row's logits then hold for the next); the first other token ends the step."""
+        drafts, slot.drafts = slot.drafts, []
+        kept = 0
+        while (token := self._emit(slot, slot.batch_index + kept, now, outbox)) is not None:
+            if kept < len(drafts) and token == drafts[kept]:
+                slot.cache.append(token)
+                slot.n_past += 1
+                slot.n_drafts_accepted += 1
+                kept += 1
+                continue
+            slot.next_token = token
+            break
+        if drafts and self._drafting:
+            self._drafting.settle(slot, drafts, kept, self.model)  # type: ignore[arg-type]
+
+    def _emit(
+        self, slot: Slot, row: int, now: float, outbox: list[tuple[GenerationRequest, Event]]
+    ) -> int | None:
+        """Sample one token from ``row`` and send it; None once the request is finished."""
         request, assembler, model = slot.request, slot.assembler, self.model
         assert request is not None and assembler is not None and model is not None
         if slot.limit <= 0:
             outbox.append((request, self._finish(slot, "length", "limit", "")))
-            return
-        token = self.hook.llama_box_sample(
-            model=model, sampler=slot.sampler, batch_index=slot.batch_index
-        )
+            return None
+        token = self.hook.llama_box_sample(model=model, sampler=slot.sampler, batch_index=row)
         slot.n_predicted += 1
         request.timings.last_token = now
         probabilities = slot.sampler.last_probabilities if request.params.n_probs else None  # type: ignore[union-attr]
         if not request.params.ignore_eos and model.is_end_of_generation(token):
             outbox.append((request, self._finish(slot, "stop", "eos", "")))
-            return
+            return None
         piece = self.hook.llama_box_token_to_piece(model=model, token=token, special=False)
         text, stop_word = assembler.feed(piece)
         outbox.append((request, TokenEvent(text, token, probabilities)))
         if stop_word is not None:
             outbox.append((request, self._finish(slot, "stop", "word", stop_word)))
-        elif slot.n_predicted >= slot.limit:
+            return None
+        if slot.n_predicted >= slot.limit:
             outbox.append((request, self._finish(slot, "length", "limit", "")))
-        else:
-            slot.next_token = token
+            return None
+        return token
 
     def _finish(
         self, slot: Slot, reason: FinishReason, stop_type: StopType, stopping_word: str
@@ -444,6 +474,8 @@ class Scheduler:
             slot_id=slot.id,
             n_cached=slot.n_cached,
             truncated=slot.truncated,
+            n_drafted=slot.n_drafted,
+            n_drafts_accepted=slot.n_drafts_accepted,
         )
         self.stats.requests_finished += 1
         self._release(slot)
@@ -459,6 +491,8 @@ class Scheduler:
         """Free the slot; its KV cache stays for the next request's prompt reuse."""
         if slot.sampler is not None:
             slot.sampler.close()
+        if self._drafting is not None and slot.request is not None:
+            self._drafting.speculator.release(slot.id, slot.cache)
         slot.last_used = time.perf_counter()
         slot.request = None
         slot.sampler = None
@@ -466,25 +500,8 @@ class Scheduler:
         slot.pending = []
 
     def _post(self, request: GenerationRequest, event: Event) -> None:
-        self._post_many([(request, event)])
-
-    @staticmethod
-    def _post_many(outbox: list[tuple[GenerationRequest, Event]]) -> None:
-        """Hand events to their event loops: one wake-up per loop per step."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationRequest, Event]]] = {}
-        for request, event in outbox:
-            if request.loop is not None:
-                by_loop.setdefault(request.loop, []).append((request, event))
-        for loop, items in by_loop.items():
-            # A closed loop raises RuntimeError: nobody is listening any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_deliver, items)
+        post_events([(request, event)])
 
 
 class SlotBusy(RuntimeError):
     """A slot operation needs an idle slot."""
-
-
-def _deliver(items: list[tuple[GenerationRequest, Event]]) -> None:
-    for request, event in items:
-        request.events.put_nowait(event)

@@ -30,6 +30,10 @@ class Slot:
     """The last sampled token: decoded in the next step."""
     batch_index: int = -1
     """The batch row whose output this slot samples from this step (-1: none)."""
+    drafts: list[int] = field(default_factory=list)
+    """Draft tokens in this step's batch after ``next_token``, to verify."""
+    n_drafted: int = 0
+    n_drafts_accepted: int = 0
     n_in_batch: int = 0
     cache: list[int] = field(default_factory=list)
     """The tokens in this slot's KV cache, kept after a request for prompt reuse."""

@@ -23,6 +23,8 @@ class SchedulerConfig(msgspec.Struct, kw_only=True, frozen=True):
     cache_reuse: int
     slot_prompt_similarity: float
     context_shift: bool
+    draft_max: int
+    draft_min: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SchedulerConfig:
@@ -33,6 +35,8 @@ class SchedulerConfig(msgspec.Struct, kw_only=True, frozen=True):
             cache_reuse=settings.cache_reuse,
             slot_prompt_similarity=settings.slot_prompt_similarity,
             context_shift=settings.context_shift,
+            draft_max=settings.draft_max,
+            draft_min=settings.draft_min,
         )
 
 
@@ -55,6 +59,16 @@ class EngineStats(msgspec.Struct, kw_only=True):
     embedding_tokens: int = 0
     rerank_requests: int = 0
     rerank_tokens: int = 0
+    drafted_tokens: int = 0
+    drafted_accepted: int = 0
+
+    def count_step(self, n_prefill: int, n_decode: int, seconds: float) -> None:
+        """Split a step's time between prompt and generated tokens by their share."""
+        total = n_prefill + n_decode
+        self.prefill_tokens += n_prefill
+        self.decode_tokens += n_decode
+        self.prefill_seconds += seconds * n_prefill / total
+        self.decode_seconds += seconds * n_decode / total
 
     @property
     def decode_tokens_per_second(self) -> float:

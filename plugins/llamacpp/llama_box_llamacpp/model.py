@@ -317,6 +317,9 @@ class LlamaCppModel:
         self.clear_slot(slot_id)
         return n_keep == 0
 
+    def drop_slot_tail(self, slot_id: int, n_keep: int) -> None:
+        lc.llama_memory_seq_rm(self._memory, slot_id, n_keep, -1)
+
     def save_slot(self, slot_id: int, path: str, tokens: Sequence[int]) -> int:
         array = (lc.llama_token * len(tokens))(*tokens)
         written = lc.llama_state_seq_save_file(

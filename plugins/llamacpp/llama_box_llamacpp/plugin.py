@@ -13,6 +13,7 @@ from llama_box_core.settings import Settings
 from llama_box_core.types import ChatMessage, SamplingParams, StageFactory
 
 if TYPE_CHECKING:
+    from llama_box_llamacpp.draft import DraftSpeculator
     from llama_box_llamacpp.model import LlamaCppModel
     from llama_box_llamacpp.sampling import LlamaCppSampler
 
@@ -38,6 +39,15 @@ def llama_box_load_model(path: str, settings: Settings) -> LlamaCppModel | None:
 
     log.info("loading %s (%.0f MiB) with llama.cpp", path, os.path.getsize(path) / 2**20)
     return LlamaCppModel(path, settings)
+
+
+@hookimpl
+def llama_box_create_speculator(model: object, settings: Settings) -> DraftSpeculator | None:
+    if not settings.model_draft or (owned := _owned(model)) is None:
+        return None
+    from llama_box_llamacpp.draft import DraftSpeculator
+
+    return DraftSpeculator(owned, settings)
 
 
 def _owned(model: object) -> LlamaCppModel | None:

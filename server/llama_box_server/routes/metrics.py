@@ -41,11 +41,15 @@ COUNTERS = (
     ("llamabox:tokens_prefill_seconds_total", "Prompt process time.", "prefill_seconds"),
     ("llamabox:tokens_decode_total", "Number of generation tokens processed.", "decode_tokens"),
     ("llamabox:tokens_decode_seconds_total", "Predict process time.", "decode_seconds"),
-    ("llamabox:tokens_drafted_total", "Number of speculative decoding tokens processed.", None),
+    (
+        "llamabox:tokens_drafted_total",
+        "Number of speculative decoding tokens processed.",
+        "drafted_tokens",
+    ),
     (
         "llamabox:tokens_drafted_accepted_total",
         "Number of speculative decoding tokens to be accepted.",
-        None,
+        "drafted_accepted",
     ),
     ("llamabox:embeddings_requests_total", "Embedding requests answered.", "embedding_requests"),
     ("llamabox:embeddings_tokens_total", "Tokens embedded.", "embedding_tokens"),
@@ -55,11 +59,15 @@ COUNTERS = (
     ("llamacpp:prompt_seconds_total", "Prompt process time.", "prefill_seconds"),
     ("llamacpp:tokens_predicted_total", "Number of generation tokens processed.", "decode_tokens"),
     ("llamacpp:tokens_predicted_seconds_total", "Predict process time.", "decode_seconds"),
-    ("llamacpp:tokens_drafted_total", "Number of speculative decoding tokens processed.", None),
+    (
+        "llamacpp:tokens_drafted_total",
+        "Number of speculative decoding tokens processed.",
+        "drafted_tokens",
+    ),
     (
         "llamacpp:tokens_drafted_accepted_total",
         "Number of speculative decoding tokens to be accepted.",
-        None,
+        "drafted_accepted",
     ),
 )
 GAUGES = (
@@ -129,6 +137,8 @@ class SnapshotCollector(Collector):
             "embedding_tokens": stats.embedding_tokens,
             "rerank_requests": stats.rerank_requests,
             "rerank_tokens": stats.rerank_tokens,
+            "drafted_tokens": stats.drafted_tokens,
+            "drafted_accepted": stats.drafted_accepted,
             "prefill_per_second": _rate(stats.prefill_tokens, stats.prefill_seconds),
             "decode_per_second": stats.decode_tokens_per_second,
             "kv_cache_usage_ratio": kv_tokens / self.capacity if self.capacity else 0.0,
