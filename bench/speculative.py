@@ -37,8 +37,8 @@ TASKS = {
 }
 
 
-def kinds(model: str, draft_max: int) -> dict[str, dict[str, list[str]]]:
-    n = str(draft_max)
+def kinds(model: str, draft_max: int, p_min: float) -> dict[str, dict[str, list[str]]]:
+    n, p_min = str(draft_max), str(p_min)
     return {
         "none": {"llama-box": [], "llama-server": []},
         "lookup": {
@@ -46,8 +46,11 @@ def kinds(model: str, draft_max: int) -> dict[str, dict[str, list[str]]]:
             "llama-server": ["--spec-type", "ngram-cache", "--spec-draft-n-max", n],
         },
         "draft": {
-            "llama-box": ["-md", model, "--draft-max", n],
-            "llama-server": ["-md", model, "--spec-draft-n-max", n],
+            "llama-box": ["-md", model, "--draft-max", n, "--draft-p-min", p_min],
+            "llama-server": [
+                *("--spec-type", "draft-simple", "-md", model),
+                *("--spec-draft-n-max", n, "--spec-draft-p-min", p_min),
+            ],
         },
     }
 
@@ -71,6 +74,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4)
     parser.add_argument("--n-predict", type=int, default=96)
     parser.add_argument("--draft-max", type=int, default=8)
+    parser.add_argument("--draft-p-min", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     built = subprocess.run(
@@ -79,7 +83,7 @@ def main() -> None:
     model = default_model()
     (HERE / "results").mkdir(exist_ok=True)
     table: dict[tuple[str, str, str], tuple[float, int, int]] = {}
-    for kind, servers in kinds(model, args.draft_max).items():
+    for kind, servers in kinds(model, args.draft_max, args.draft_p_min).items():
         for server, flags in servers.items():
             options = argparse.Namespace(
                 model=model,
@@ -99,7 +103,8 @@ def main() -> None:
                 running.stop()
     print(
         f"\nGemma 3 270M Q4_K_M, -c 4096 -np 1 -t {args.threads}, greedy, {args.n_predict} "
-        f"tokens, median of {args.requests} requests, draft max {args.draft_max}\n"
+        f"tokens, median of {args.requests} requests, draft max {args.draft_max}, "
+        f"draft p-min {args.draft_p_min}\n"
     )
     print(f"{'server':<14}{'kind':<8}{'task':<6}{'tok/s':>8}{'speed-up':>10}{'accepted':>10}")
     for (server, kind, task), (rate, drafted, accepted) in table.items():

@@ -58,6 +58,16 @@ def check_vocabularies(target: LlamaCppModel, draft: LlamaCppModel) -> None:
         raise ValueError(f"the draft model's vocabulary differs from the target's: {problems[0]}")
 
 
+TOP_K = 10
+
+
+def top_probability(logits: np.ndarray, best: float) -> float:
+    """The best token's probability among the ``TOP_K`` most likely, as llama.cpp's draft
+    sampler (top-k 10, then softmax) judges it against --draft-p-min."""
+    top = np.partition(logits, -TOP_K)[-TOP_K:]
+    return 1.0 / float(np.exp(top - best).sum())
+
+
 class DraftSpeculator:
     name = "draft"
 
@@ -99,9 +109,7 @@ class DraftSpeculator:
         while True:
             logits = outputs.logits(row)
             token = int(logits.argmax())
-            top = float(logits[token])
-            probability = 1.0 / float(np.exp(logits - top).sum())
-            if probability < self.p_min:
+            if self.p_min > 0 and top_probability(logits, float(logits[token])) < self.p_min:
                 break
             drafts.append(token)
             if len(drafts) >= n_max:
