@@ -166,6 +166,34 @@ def test_the_dynamic_lookup_cache_is_saved_in_llama_cpp_format(
     assert first[4] >= 1 and (-1 in first[:4]) == (len([t for t in first[:4] if t != -1]) < 4)
 
 
+def test_context_shift_and_slot_files_with_speculation(gemma_path: str, tmp_path: Path) -> None:
+    """A slot of 128 tokens shifts while drafts are verified; a slot saved after a
+    speculative generation holds exactly its tokens and restores to the same answer."""
+    (tmp_path / "saved").mkdir()
+    running = start_server(
+        [
+            *("-m", gemma_path, "-c", "128", "-np", "1", "--no-repack", "--context-shift"),
+            *("--lookup-ngram-min", "1", "--slot-save-path", str(tmp_path / "saved")),
+        ],
+        tmp_path / "log",
+    )
+    try:
+        long = complete(running, PROMPTS[0], n_predict=300, ignore_eos=True)
+        assert long["tokens_predicted"] == 300 and long["truncated"]
+        assert long["timings"]["draft_n_accepted"] > 0
+        first = complete(running, PROMPTS[2], n_predict=24)
+        with running.client(timeout=60) as client:
+            saved = client.post("/slots/0?action=save", json={"filename": "s.bin"}).json()
+            assert saved["n_saved"] == first["tokens_evaluated"] + first["tokens_predicted"] - 1
+            client.post("/slots/0?action=erase")
+            client.post("/slots/0?action=restore", json={"filename": "s.bin"})
+        again = complete(running, PROMPTS[2], n_predict=24)
+        assert again["tokens_cached"] == first["tokens_evaluated"] - 1
+        assert again["content"] == first["content"]
+    finally:
+        running.stop()
+
+
 # --- the n-gram caches alone (fast) ---------------------------------------------------------
 
 
