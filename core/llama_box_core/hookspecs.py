@@ -55,6 +55,15 @@ def llama_box_backend(settings: Settings) -> Backend | None:
     """
 
 
+@hookspec(firstresult=True)
+def llama_box_run_rpc_server(settings: Settings) -> bool | None:
+    """Serve this machine's devices over ggml's RPC protocol as ``settings.rpc_server_*``
+    say, until the process is told to stop (SIGTERM, SIGINT); return True once done, or
+    ``None`` when this plugin has no RPC backend. Called instead of serving a model when
+    ``--rpc-server-port`` is given.
+    """
+
+
 @hookspec
 def llama_box_sampler_stages(register: Callable[[str, StageFactory], None]) -> None:
     """Offer sampler stages that requests can name in ``samplers`` (and ``--samplers``).

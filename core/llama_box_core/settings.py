@@ -49,6 +49,17 @@ class Settings(msgspec.Struct, kw_only=True):
     """One KV buffer shared by every slot (llama.cpp's -kvu); off: each slot owns c/np."""
     flash_attn: bool | None = None
     """None: llama.cpp decides (auto), as llama-server does."""
+    rpc: str | None = None
+    """RPC servers (``host:port``, comma-separated) whose devices the model may use."""
+    rpc_server_host: str = "0.0.0.0"
+    rpc_server_port: int = 0
+    """Above 0: serve this machine's devices over RPC instead of serving a model."""
+    rpc_server_main_gpu: int = 0
+    """The device to serve (-1: the CPU, in RAM)."""
+    rpc_server_reserve_memory: int = 0
+    rpc_server_threads: int = -1
+    rpc_server_cache: bool = False
+    rpc_server_cache_dir: str | None = None
     model_draft: str | None = None
     """A draft model for speculative decoding."""
     draft_max: int = 16

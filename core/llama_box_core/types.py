@@ -283,3 +283,4 @@ class Backend(msgspec.Struct, kw_only=True):
     name: str
     devices: list[str]
     description: str = ""
+    buffer_types: list[str] = msgspec.field(default_factory=list)

@@ -6,7 +6,6 @@ import contextlib
 import faulthandler
 import logging
 import os
-import platform
 import socket
 import sys
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from llama_box_server.compat import (
     log_ignored,
 )
 from llama_box_server.embedding_options import embedding_options
+from llama_box_server.hardware import REPORTS, hardware_options, print_reports, serve_rpc
 from llama_box_server.logs import configure_logging
 from llama_box_server.option_kit import (
     DEFAULTS,
@@ -58,22 +58,6 @@ def _print_version(_ctx: click.Context) -> None:
     for dist in ("llama-cpp-python",):
         with contextlib.suppress(PackageNotFoundError):
             click.echo(f"{dist} {version(dist)}")
-
-
-def _print_system_info(ctx: click.Context) -> None:
-    pm: pluggy.PluginManager = ctx.obj
-    click.echo(f"llama-box {__version__}, Python {platform.python_version()}, {platform.system()}")
-    for backend in pm.hook.llama_box_backend(settings=DEFAULTS):
-        if backend is not None:
-            click.echo(f"{backend.name}: {backend.description}")
-
-
-def _print_devices(ctx: click.Context) -> None:
-    pm: pluggy.PluginManager = ctx.obj
-    click.echo("Available devices:")
-    for backend in pm.hook.llama_box_backend(settings=DEFAULTS):
-        for device in backend.devices if backend is not None else []:
-            click.echo(f"  {device}")
 
 
 def _print_plugins(ctx: click.Context) -> None:
@@ -114,10 +98,6 @@ def info_options() -> list[click.Option]:
 
     return [
         info("--version", action=_print_version, help="Print version and exit"),
-        info("--system-info", action=_print_system_info, help="Print system info and exit"),
-        info(
-            "--list-devices", action=_print_devices, help="Print list of available devices and exit"
-        ),
         info(
             "--list-plugins",
             action=_print_plugins,
@@ -129,6 +109,7 @@ def info_options() -> list[click.Option]:
 def build_cli(pm: pluggy.PluginManager) -> click.Command:
     params = [
         *info_options(),
+        *hardware_options(),
         *builtin_options(),
         *speculation_options(),
         *embedding_options(),
@@ -143,6 +124,7 @@ def build_cli(pm: pluggy.PluginManager) -> click.Command:
     extra += compat_options(flags)
 
     def run(**values: Any) -> None:
+        reports = {name: values.pop(name) for name in REPORTS}
         if values.pop(NO_FLASH_ATTN, False):
             values["flash_attn"] = False
         ctx = click.get_current_context()
@@ -158,7 +140,13 @@ def build_cli(pm: pluggy.PluginManager) -> click.Command:
         core = {k: v for k, v in values.items() if k in field_names}
         plugin_values = {k: v for k, v in values.items() if k not in field_names}
         settings = Settings(**core, sampling=sampling, plugin_options=plugin_values)
-        serve(settings, pm)
+        if any(reports.values()):
+            print_reports(reports, settings, pm)
+        elif settings.rpc_server_port:
+            configure_logging(settings)
+            serve_rpc(settings, pm)
+        else:
+            serve(settings, pm)
 
     return GroupedCommand(
         "llama-box",

@@ -71,6 +71,10 @@ class LlamaCppModel:
 
     def __init__(self, path: str, settings: Settings) -> None:
         init_backend()
+        if settings.rpc:
+            from llama_box_llamacpp.devices import connect_rpc_servers
+
+            connect_rpc_servers(settings)
         choice = choose_repack(path, settings)
         log.info("weight repacking %s: %s", "on" if choice.enabled else "off", choice.reason)
         params = model_params(settings, repack=choice.enabled)

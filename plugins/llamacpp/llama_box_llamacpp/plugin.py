@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from llama_box_core.hookspecs import hookimpl
 from llama_box_core.model import DecodeBatch, DecodeOutputs
 from llama_box_core.settings import Settings
-from llama_box_core.types import ChatMessage, SamplingParams, StageFactory
+from llama_box_core.types import Backend, ChatMessage, SamplingParams, StageFactory
 
 if TYPE_CHECKING:
     from llama_box_llamacpp.draft import DraftSpeculator
@@ -28,6 +28,20 @@ def _is_gguf(path: str) -> bool:
             return file.read(4) == GGUF_MAGIC
     except OSError:
         return False
+
+
+@hookimpl
+def llama_box_backend(settings: Settings) -> Backend | None:
+    from llama_box_llamacpp.devices import describe
+
+    return describe(settings)
+
+
+@hookimpl
+def llama_box_run_rpc_server(settings: Settings) -> bool | None:
+    from llama_box_llamacpp.devices import run_rpc_server
+
+    return run_rpc_server(settings)
 
 
 @hookimpl
