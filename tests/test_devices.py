@@ -93,8 +93,12 @@ def test_a_model_offloaded_to_an_rpc_server_answers_as_a_local_one(
     process, port, log = rpc_server
     listed = llama_box("--rpc", f"127.0.0.1:{port}", "--list-devices").stdout
     assert f"RPC0: 127.0.0.1:{port}" in listed
+    # Every layer on the RPC server's device, the token embeddings kept in local RAM.
     client = start_server(
-        ["-m", gemma_path, "--rpc", f"127.0.0.1:{port}", "-ngl", "99", "-c", "4096", "-np", "4"],
+        [
+            *("-m", gemma_path, "--rpc", f"127.0.0.1:{port}", "-dev", "RPC0", "-ngl", "99"),
+            *("-ts", "1", "-ot", "token_embd=CPU", "-c", "4096", "-np", "4"),
+        ],
         tmp_path / "client.log",
     )
     try:
@@ -117,3 +121,42 @@ def test_an_unreachable_rpc_server_stops_start_up_with_the_reason(
 ) -> None:
     with pytest.raises(RuntimeError, match="cannot reach the RPC server"):
         start_server(["-m", gemma_path, "--rpc", f"127.0.0.1:{free_port()}"], tmp_path / "log")
+
+
+def test_placement_flags_become_llama_cpp_parameters() -> None:
+    import ctypes
+
+    from llama_box_core.settings import Settings
+    from llama_box_llamacpp.placement import placement_fields
+
+    fields, keep = placement_fields(
+        Settings(
+            device="none",
+            split_mode="row",
+            tensor_split="3,1",
+            main_gpu=1,
+            override_tensor=("blk\\.0\\.=CPU,token_embd=CPU",),
+        )
+    )
+    assert fields["split_mode"] == 2 and fields["main_gpu"] == 1
+    devices = ctypes.cast(fields["devices"], ctypes.POINTER(ctypes.c_void_p))
+    assert devices[0] is None  # "none": an empty, NULL-ended list
+    assert list(fields["tensor_split"][:3]) == [3.0, 1.0, 0.0]
+    overrides = keep[-1]
+    assert [o.pattern for o in overrides[:2]] == [b"blk\\.0\\.", b"token_embd"]
+    assert overrides[0].buft and overrides[2].pattern is None
+    with pytest.raises(ValueError, match="no device 'GPU9'"):
+        placement_fields(Settings(device="GPU9"))
+
+
+@pytest.mark.slow
+def test_a_server_with_every_placement_flag_answers(gemma_path: str, tmp_path: Path) -> None:
+    flags = ["-dev", "none", "-sm", "none", "-ts", "1", "-mg", "0", "-ot", "token_embd=CPU"]
+    running = start_server(
+        ["-m", gemma_path, *flags, "--numa", "distribute", "-nkvo", "-np", "1"],
+        tmp_path / "log",
+    )
+    try:
+        assert complete(running)["content"].startswith(" 7, 8, 9")
+    finally:
+        running.stop()

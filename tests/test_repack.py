@@ -121,7 +121,9 @@ def test_unknown_struct_field_raises() -> None:
     ],
 )
 def test_mmap_and_mlock_map_to_the_load_mode(mmap: bool, mlock: bool, mode: int) -> None:
-    built = params.model_params(Settings(mmap=mmap, mlock=mlock, no_host=True), repack=False)
+    built = params.model_params(
+        Settings(mmap=mmap, mlock=mlock, no_host=True), repack=False, placement={}
+    )
     assert (built.load_mode, built.use_extra_bufts, built.no_host) == (mode, False, True)
 
 

@@ -45,6 +45,8 @@ void ggml_backend_register(ggml_backend_reg_t reg);
 ggml_backend_reg_t ggml_backend_load(const char * path);
 size_t ggml_backend_dev_count(void);
 ggml_backend_dev_t ggml_backend_dev_get(size_t index);
+ggml_backend_dev_t ggml_backend_dev_by_name(const char * name);
+ggml_backend_buffer_type_t ggml_backend_dev_host_buffer_type(ggml_backend_dev_t device);
 const char * ggml_backend_dev_name(ggml_backend_dev_t device);
 const char * ggml_backend_dev_description(ggml_backend_dev_t device);
 void ggml_backend_dev_memory(ggml_backend_dev_t device, size_t * free, size_t * total);
@@ -136,6 +138,29 @@ class Ggml:
 
     def devices(self) -> list[Device]:
         return [self.device(i) for i in range(self.lib.ggml_backend_dev_count())]
+
+    def device_address(self, name: str) -> int:
+        """The native handle of the device called ``name`` (for a model's device list)."""
+        dev = self.lib.ggml_backend_dev_by_name(name.encode())
+        if dev == self.ffi.NULL:
+            known = ", ".join(d.name for d in self.devices())
+            raise GgmlError(f"there is no device {name!r} (devices: {known})")
+        return int(self.ffi.cast("uintptr_t", dev))
+
+    def buffer_type_addresses(self) -> dict[str, int]:
+        """Every device's buffer types (and host buffer types) by name: native handles."""
+        lib, found = self.lib, {}
+        for i in range(lib.ggml_backend_dev_count()):
+            dev = lib.ggml_backend_dev_get(i)
+            for buft in (
+                lib.ggml_backend_dev_buffer_type(dev),
+                lib.ggml_backend_dev_host_buffer_type(dev),
+            ):
+                if buft != self.ffi.NULL:
+                    found[self._text(lib.ggml_backend_buft_name(buft))] = int(
+                        self.ffi.cast("uintptr_t", buft)
+                    )
+        return found
 
     def _registry(self, name: str) -> Any:
         reg = self.lib.ggml_backend_reg_by_name(name.encode())

@@ -49,6 +49,16 @@ class Settings(msgspec.Struct, kw_only=True):
     """One KV buffer shared by every slot (llama.cpp's -kvu); off: each slot owns c/np."""
     flash_attn: bool | None = None
     """None: llama.cpp decides (auto), as llama-server does."""
+    device: str | None = None
+    """Devices to offload to, comma-separated ggml names, or ``none``; None: all."""
+    split_mode: Literal["none", "layer", "row", "tensor"] = "layer"
+    tensor_split: str | None = None
+    """Fractions of the model per device, comma-separated (3,1)."""
+    main_gpu: int = 0
+    override_tensor: tuple[str, ...] = ()
+    """``pattern=buffer type`` pairs: tensors whose names match go to that buffer type."""
+    numa: Literal["distribute", "isolate", "numactl"] | None = None
+    kv_offload: bool = True
     rpc: str | None = None
     """RPC servers (``host:port``, comma-separated) whose devices the model may use."""
     rpc_server_host: str = "0.0.0.0"

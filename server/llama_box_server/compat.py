@@ -43,7 +43,6 @@ REFUSED: dict[str, str] = {
     "--yarn-beta-slow": _NOT_YET,
     "--yarn-beta-fast": _NOT_YET,
     "--override-kv": _NOT_YET,
-    "--override-tensor": _NOT_YET,
     "--lora": _NOT_YET,
     "--lora-scaled": _NOT_YET,
     "--control-vector": _NOT_YET,

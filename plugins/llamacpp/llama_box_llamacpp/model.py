@@ -16,6 +16,7 @@ from llama_box_core.types import ChatMessage, SamplingParams, StageFactory
 from llama_box_llamacpp import repack
 from llama_box_llamacpp.batch import LlamaCppOutputs, decode_batch
 from llama_box_llamacpp.params import POOLING_NAMES, context_params, model_params
+from llama_box_llamacpp.placement import init_numa, placement_fields
 from llama_box_llamacpp.sampling import LlamaCppSampler
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,11 @@ class LlamaCppModel:
             connect_rpc_servers(settings)
         choice = choose_repack(path, settings)
         log.info("weight repacking %s: %s", "on" if choice.enabled else "off", choice.reason)
-        params = model_params(settings, repack=choice.enabled)
+        init_numa(settings)
+        placement, keep_alive = placement_fields(settings)
+        params = model_params(settings, repack=choice.enabled, placement=placement)
         self._model = lc.llama_model_load_from_file(path.encode(), params)
+        del keep_alive  # the arrays params point into: read during the load only
         if not self._model:
             raise ValueError(f"llama.cpp could not load the model file {path!r}")
         self._ctx = None

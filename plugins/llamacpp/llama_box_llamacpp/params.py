@@ -54,7 +54,8 @@ def load_mode(mmap: bool, mlock: bool) -> int:
     return LOAD_MODE_MLOCK if mlock else LOAD_MODE_NONE
 
 
-def model_params(settings: Settings, repack: bool) -> Any:
+def model_params(settings: Settings, repack: bool, placement: dict[str, Any]) -> Any:
+    """``placement``: the device fields (``placement.placement_fields``)."""
     params = lc.llama_model_default_params()
     set_fields(
         params,
@@ -62,6 +63,7 @@ def model_params(settings: Settings, repack: bool) -> Any:
         load_mode=load_mode(settings.mmap, settings.mlock),
         use_extra_bufts=repack,
         no_host=settings.no_host,
+        **placement,
     )
     return params
 
@@ -112,6 +114,7 @@ def context_params(settings: Settings) -> Any:
             "causal": lc.LLAMA_ATTENTION_TYPE_CAUSAL,
             "non-causal": lc.LLAMA_ATTENTION_TYPE_NON_CAUSAL,
         }[settings.attention],
+        offload_kqv=settings.kv_offload,
         type_k=CACHE_TYPES[settings.cache_type_k],
         type_v=CACHE_TYPES[settings.cache_type_v],
         no_perf=True,
