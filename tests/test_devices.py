@@ -160,3 +160,28 @@ def test_a_server_with_every_placement_flag_answers(gemma_path: str, tmp_path: P
         assert complete(running)["content"].startswith(" 7, 8, 9")
     finally:
         running.stop()
+
+
+def test_rpc_server_mode_goes_through_the_hook() -> None:
+    import click
+
+    from llama_box_core.hookspecs import hookimpl
+    from llama_box_core.plugins import create_plugin_manager as core_manager
+    from llama_box_core.settings import Settings
+    from llama_box_server.hardware import serve_rpc
+    from llama_box_server.plugins import create_plugin_manager
+
+    served: list[Settings] = []
+
+    class FakeRpc:
+        @hookimpl
+        def llama_box_run_rpc_server(self, settings: Settings) -> bool:
+            served.append(settings)
+            return True
+
+    pm = create_plugin_manager()
+    pm.register(FakeRpc())
+    serve_rpc(Settings(rpc_server_port=50052, rpc_server_threads=3), pm)
+    assert served[0].rpc_server_port == 50052 and served[0].threads == 3
+    with pytest.raises(click.ClickException, match="no installed plugin has an RPC backend"):
+        serve_rpc(Settings(rpc_server_port=50052), core_manager())

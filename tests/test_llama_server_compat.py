@@ -153,8 +153,8 @@ def test_flags_without_meaning_here_are_logged_as_ignored(
     monkeypatch.setattr(
         cli, "serve", lambda settings, pm: ignored.append(click.get_current_context().meta[KEY])
     )
-    cli.main(["--no-ui", "--numa", "distribute", "--cache-ram", "0", "-cb", "--no-perf"])
-    assert ignored == [["--no-webui", "--numa", "--cache-ram", "--no-cont-batching", "--no-perf"]]
+    cli.main(["--no-ui", "--prio", "2", "--cache-ram", "0", "-cb", "--no-perf"])
+    assert ignored == [["--no-webui", "--prio", "--cache-ram", "--no-cont-batching", "--no-perf"]]
 
 
 def test_tools_make_cors_default_to_localhost(captured: list[Settings]) -> None:

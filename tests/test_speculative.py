@@ -225,3 +225,20 @@ def test_static_and_dynamic_caches_need_more_evidence() -> None:
     dynamic = {(5,): Counter({6: 4})}
     static = {(5, 6): Counter({7: 9, 8: 1})}
     assert ngrams.draft([5], 2, {}, dynamic, static, 1) == [6, 7]
+
+
+def test_the_lookup_plugin_offers_a_speculator_through_the_hook(tmp_path: Path) -> None:
+    from llama_box_core.plugins import create_plugin_manager, load_plugins
+    from llama_box_core.settings import Settings
+    from llama_box_lookup.plugin import LookupSpeculator
+
+    pm = load_plugins(create_plugin_manager(), allow=["lookup"])
+    assert pm.hook.llama_box_create_speculator(model=None, settings=Settings()) is None
+    dynamic = tmp_path / "dynamic.bin"
+    settings = Settings(lookup_ngram_min=1, lookup_cache_dynamic=str(dynamic))
+    speculator = pm.hook.llama_box_create_speculator(model=None, settings=settings)
+    assert isinstance(speculator, LookupSpeculator)
+    assert speculator.propose(0, [1, 2, 3, 1, 2, 3, 1, 2], 3) == [3, 1, 2]
+    speculator.release(0, [4, 5, 6, 4, 5, 6, 4, 5, 6, 4, 5, 6, 4, 5])
+    speculator.close()
+    assert ngrams.load(dynamic)[(4, 5)][6] >= 3
