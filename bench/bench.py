@@ -33,6 +33,7 @@ from pathlib import Path
 
 import ceiling
 import httpx
+from llama_cpp_build import built_binary
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = [
@@ -392,10 +393,7 @@ def main() -> None:
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     servers = args.servers.split(",")
     if "llama-server" in servers and args.llama_server is None:
-        built = subprocess.run(
-            [str(HERE / "build_llama_server.sh")], check=True, capture_output=True, text=True
-        )
-        args.llama_server = Path(built.stdout.strip().splitlines()[-1])
+        args.llama_server = built_binary()
     (HERE / "results").mkdir(exist_ok=True)
 
     starts = []

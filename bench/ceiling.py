@@ -14,20 +14,21 @@ import re
 import subprocess
 from pathlib import Path
 
+from llama_cpp_build import built_binary
+
 HERE = Path(__file__).parent
-
-
-def batched_bench() -> str:
-    built = subprocess.run(
-        [str(HERE / "build_llama_server.sh")], check=True, capture_output=True, text=True
-    )
-    return str(Path(built.stdout.split()[-1]).with_name("llama-batched-bench"))
 
 
 def ceiling(settings: dict, prompt_tokens: int) -> dict[int, float]:
     """Generation tokens/s of llama-batched-bench at each concurrency of the run."""
     sequences = ",".join(str(c) for c in settings["concurrency"])
-    command = [batched_bench(), "-m", settings["model"], "-c", str(settings["ctx"])]
+    command = [
+        str(built_binary("llama-batched-bench")),
+        "-m",
+        settings["model"],
+        "-c",
+        str(settings["ctx"]),
+    ]
     command += ["-b", "2048", "-ub", "512", "-t", str(settings["threads"])]
     command += ["-tb", str(settings["threads"]), "-npp", str(prompt_tokens)]
     command += ["-ntg", str(settings["max_tokens"]), "-npl", sequences]

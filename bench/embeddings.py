@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,8 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.append(str(HERE.parent))  # after bench/ itself: `bench` is bench.py
+from llama_cpp_build import built_binary  # noqa: E402
+
 from bench import Running  # noqa: E402
 from tests.models import minilm  # noqa: E402
 
@@ -62,16 +63,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=8)
     args = parser.parse_args()
-    built = subprocess.run(
-        [str(HERE / "build_llama_server.sh")], check=True, capture_output=True, text=True
-    )
     options = argparse.Namespace(
         model=str(minilm.gguf_path()),
         ctx=4096,
         parallel=args.parallel,
         threads=args.threads,
         server_args="--embeddings",
-        llama_server=Path(built.stdout.split()[-1]),
+        llama_server=built_binary(),
     )
     (HERE / "results").mkdir(exist_ok=True)
     rates: dict[tuple[str, str], list[float]] = {}

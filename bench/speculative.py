@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+from llama_cpp_build import built_binary
 
 from bench import Running, default_model
 
@@ -77,9 +77,6 @@ def main() -> None:
     parser.add_argument("--draft-p-min", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    built = subprocess.run(
-        [str(HERE / "build_llama_server.sh")], check=True, capture_output=True, text=True
-    )
     model = default_model()
     (HERE / "results").mkdir(exist_ok=True)
     table: dict[tuple[str, str, str], tuple[float, int, int]] = {}
@@ -91,7 +88,7 @@ def main() -> None:
                 parallel=1,
                 threads=args.threads,
                 server_args=" ".join(flags),
-                llama_server=Path(built.stdout.split()[-1]),
+                llama_server=built_binary(),
             )
             running = Running(server, options)
             try:
