@@ -9,7 +9,7 @@ from llama_box_core.engine.request import (
     GenerationRequest,
     TokenEvent,
 )
-from llama_box_core.engine.scheduler import SlotBusy
+from llama_box_core.engine.slot_files import SlotBusy
 from llama_box_core.engine.state import EngineSnapshot, GenerationDefaults, SlotSnapshot
 
 __all__ = [

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import pluggy
 
+from llama_box_core.engine import slot_files
 from llama_box_core.engine.drafting import Drafting
 from llama_box_core.engine.encoding import EncodeQueue, EncodeRequest
 from llama_box_core.engine.request import (
@@ -34,6 +35,7 @@ from llama_box_core.engine.request import (
     post_events,
     settle_soon,
 )
+from llama_box_core.engine.slot_files import idle_slot
 from llama_box_core.engine.slots import Slot, choose_slot, common_prefix, reusable_chunks
 from llama_box_core.engine.state import (
     EngineSnapshot,
@@ -129,34 +131,15 @@ class Scheduler:
 
     def save_slot(self, slot_id: int, path: str) -> tuple[int, int]:
         """Write an idle slot's cache to ``path``: (tokens saved, bytes written)."""
-        slot = self._idle_slot(slot_id)
-        return len(slot.cache), self.model.save_slot(slot.id, path, slot.cache)  # type: ignore[union-attr]
+        return slot_files.save(idle_slot(self.slots, slot_id), self.model, path)  # type: ignore[arg-type]
 
     def restore_slot(self, slot_id: int, path: str) -> tuple[int, int]:
         """Load a saved cache into an idle slot: (tokens restored, bytes read)."""
-        slot = self._idle_slot(slot_id)
-        slot.cache = []
-        tokens, read = self.model.restore_slot(slot.id, path)  # type: ignore[union-attr]
-        slot.cache = tokens
-        slot.n_past = len(tokens)
-        return len(tokens), read
+        return slot_files.restore(idle_slot(self.slots, slot_id), self.model, path)  # type: ignore[arg-type]
 
     def erase_slot(self, slot_id: int) -> int:
         """Forget an idle slot's cache; return how many tokens it held."""
-        slot = self._idle_slot(slot_id)
-        erased = len(slot.cache)
-        self.model.clear_slot(slot.id)  # type: ignore[union-attr]
-        slot.cache = []
-        slot.n_past = 0
-        return erased
-
-    def _idle_slot(self, slot_id: int) -> Slot:
-        if not 0 <= slot_id < len(self.slots):
-            raise ValueError(f"there is no slot {slot_id} (slots: 0 to {len(self.slots) - 1})")
-        slot = self.slots[slot_id]
-        if not slot.idle:
-            raise SlotBusy(f"slot {slot_id} is processing a request")
-        return slot
+        return slot_files.erase(idle_slot(self.slots, slot_id), self.model)  # type: ignore[arg-type]
 
     # --- the thread ----------------------------------------------------------------------
 
@@ -501,7 +484,3 @@ class Scheduler:
 
     def _post(self, request: GenerationRequest, event: Event) -> None:
         post_events([(request, event)])
-
-
-class SlotBusy(RuntimeError):
-    """A slot operation needs an idle slot."""
