@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
-from litestar import Request, post
+from litestar import post
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.handlers import BaseRouteHandler
+from litestar.params import JSONBody
+from litestar.types import Guard
 
 from llama_box_core.engine import Engine
 from llama_box_core.hookspecs import hookimpl
@@ -23,7 +27,6 @@ from llama_box_core.settings import Settings
 from llama_box_server.errors import ApiError
 
 EmbeddingInput = str | list[Any]
-T = TypeVar("T")
 
 
 class EmbeddingsRequest(msgspec.Struct, kw_only=True):
@@ -61,18 +64,19 @@ class TokenEmbeddings(msgspec.Struct):
     embedding: list[list[float]]
 
 
-def require(engine: Engine, capability: str, flag: str, feature: str) -> None:
-    if capability not in engine.info.capabilities:
-        raise ApiError(501, f"This server does not support {feature}. Start it with `{flag}`")
+def requires(capability: str, flag: str, feature: str) -> Guard:
+    """A guard: a server whose model lacks ``capability`` answers 501 (llama-server's
+    message), before the body is read, so whatever the body is."""
+
+    def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+        engine: Engine = connection.app.state.engine
+        if capability not in engine.info.capabilities:
+            raise ApiError(501, f"This server does not support {feature}. Start it with `{flag}`")
+
+    return guard
 
 
-async def read_body(request: Request, shape: type[T]) -> T:
-    """The JSON body as ``shape``, read after the capability check: a server that does
-    not serve the route says so (501) whatever the body is."""
-    try:
-        return msgspec.json.decode(await request.body(), type=shape)
-    except msgspec.DecodeError as error:  # ValidationError included
-        raise ApiError(400, f"Invalid request body: {error}") from error
+EMBEDDINGS = requires("embeddings", "--embeddings", "embeddings")
 
 
 def parse_inputs(engine: Engine, value: EmbeddingInput | None) -> list[list[int] | str]:
@@ -135,12 +139,12 @@ def check_request(data: EmbeddingsRequest) -> None:
         )
 
 
-@post("/v1/embeddings", status_code=200)
+@post("/v1/embeddings", status_code=200, guards=[EMBEDDINGS])
 async def openai_embeddings(
-    request: Request, engine: NamedDependency[Engine], settings: NamedDependency[Settings]
+    data: JSONBody[EmbeddingsRequest],
+    engine: NamedDependency[Engine],
+    settings: NamedDependency[Settings],
 ) -> EmbeddingsResponse:
-    require(engine, "embeddings", "--embeddings", "embeddings")
-    data = await read_body(request, EmbeddingsRequest)
     check_request(data)
     if engine.info.pooling == "none":
         raise ApiError(
@@ -164,12 +168,10 @@ async def openai_embeddings(
     )
 
 
-@post(["/embedding", "/embeddings"], status_code=200)
+@post(["/embedding", "/embeddings"], status_code=200, guards=[EMBEDDINGS])
 async def llama_embeddings(
-    request: Request, engine: NamedDependency[Engine]
+    data: JSONBody[EmbeddingsRequest], engine: NamedDependency[Engine]
 ) -> list[TokenEmbeddings]:
-    require(engine, "embeddings", "--embeddings", "embeddings")
-    data = await read_body(request, EmbeddingsRequest)
     check_request(data)
     inputs = parse_inputs(engine, data.content if data.content is not None else data.input)
     if engine.info.pooling == "none":

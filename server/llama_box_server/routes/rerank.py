@@ -12,14 +12,15 @@ import math
 from collections.abc import Callable
 
 import msgspec
-from litestar import Request, post
+from litestar import post
 from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from llama_box_core.engine import Engine
 from llama_box_core.hookspecs import hookimpl
 from llama_box_core.settings import Settings
 from llama_box_server.errors import ApiError
-from llama_box_server.routes.embeddings import encode, read_body, require
+from llama_box_server.routes.embeddings import encode, requires
 
 
 class TextDocument(msgspec.Struct):
@@ -57,12 +58,16 @@ def sigmoid(score: float) -> float:
     return 1.0 / (1.0 + math.exp(-score)) if score >= -700 else 0.0
 
 
-@post(["/v1/rerank", "/rerank", "/v1/reranking", "/reranking"], status_code=200)
+@post(
+    ["/v1/rerank", "/rerank", "/v1/reranking", "/reranking"],
+    status_code=200,
+    guards=[requires("rerank", "--rerank", "reranking")],
+)
 async def rerank(
-    request: Request, engine: NamedDependency[Engine], settings: NamedDependency[Settings]
+    data: JSONBody[RerankRequest],
+    engine: NamedDependency[Engine],
+    settings: NamedDependency[Settings],
 ) -> RerankResponse:
-    require(engine, "rerank", "--rerank", "reranking")
-    data = await read_body(request, RerankRequest)
     if not data.query:
         raise ApiError(400, '"query" must not be empty')
     if not data.documents:
