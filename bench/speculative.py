@@ -6,8 +6,10 @@
 Two single-stream tasks on Gemma 3 270M, greedy: "copy" (a passage, then the model asked
 to write it again: n-gram lookup can draft from the context) and "free" (a story opening:
 little to look up). Kinds: none, n-gram lookup (llama-box --lookup-ngram-min 1,
-llama-server --spec-type ngram-cache) and a draft model (-md, Gemma as its own draft:
-every draft is accepted, and drafting costs as much as it saves). Printed: generated
+llama-server --spec-type ngram-cache), a draft model (-md, Gemma as its own draft:
+every draft is accepted, and drafting costs as much as it saves) and a weak draft model
+(bench/weak_draft.py: Gemma's tokenizer on a tiny random network, so acceptance is low).
+Printed: generated
 tokens/s (from each response's timings), the speed-up over the same server without
 speculation, and the share of drafts accepted.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import httpx
 from llama_cpp_build import built_binary
+from weak_draft import weak_draft
 
 from bench import Running, default_model
 
@@ -39,6 +42,7 @@ TASKS = {
 
 def kinds(model: str, draft_max: int, p_min: float) -> dict[str, dict[str, list[str]]]:
     n, p_min = str(draft_max), str(p_min)
+    weak = str(weak_draft(model))
     return {
         "none": {"llama-box": [], "llama-server": []},
         "lookup": {
@@ -49,6 +53,13 @@ def kinds(model: str, draft_max: int, p_min: float) -> dict[str, dict[str, list[
             "llama-box": ["-md", model, "--draft-max", n, "--draft-p-min", p_min],
             "llama-server": [
                 *("--spec-type", "draft-simple", "-md", model),
+                *("--spec-draft-n-max", n, "--spec-draft-p-min", p_min),
+            ],
+        },
+        "weak": {
+            "llama-box": ["-md", weak, "--draft-max", n, "--draft-p-min", p_min],
+            "llama-server": [
+                *("--spec-type", "draft-simple", "-md", weak),
                 *("--spec-draft-n-max", n, "--spec-draft-p-min", p_min),
             ],
         },
@@ -109,7 +120,7 @@ def main() -> None:
         share = f"{accepted / drafted:.2f}" if drafted else "-"
         print(f"{server:<14}{kind:<8}{task:<6}{rate:>8.1f}{rate / plain:>10.3f}{share:>10}")
     print("\nllama-box's speed-up / llama-server's")
-    for kind in ("lookup", "draft"):
+    for kind in ("lookup", "draft", "weak"):
         for task in TASKS:
             ours = table[("llama-box", kind, task)][0] / table[("llama-box", "none", task)][0]
             theirs = (

@@ -8,6 +8,11 @@ from llama_box_core.engine.state import EngineStats, SchedulerConfig
 from llama_box_core.model import SlotCache
 from llama_box_core.speculation import Speculator
 
+MAX_BACKOFF = 16
+"""After a step in which no draft was kept, a slot skips 1, 2, 4 ... up to this many steps
+before asking again: a speculator that keeps missing (a weak draft model, text with
+nothing to look up) then costs a few percent, not every step."""
+
 
 class Drafting:
     def __init__(self, speculator: Speculator, config: SchedulerConfig, stats: EngineStats) -> None:
@@ -19,6 +24,9 @@ class Drafting:
         """Draft tokens to verify after the slot's next token: none when fewer than
         --draft-min fit the batch's spare rows, the slot's context or the request's limit
         (the step's last sampled token is never decoded, so one fewer)."""
+        if slot.draft_wait > 0:
+            slot.draft_wait -= 1
+            return []
         config = self._config
         n_max = min(
             config.draft_max,
@@ -29,7 +37,8 @@ class Drafting:
         if n_max < max(1, config.draft_min):
             return []
         drafts = self.speculator.propose(slot.id, [*slot.cache, slot.next_token], n_max)
-        if len(drafts) < config.draft_min:
+        if len(drafts) < max(1, config.draft_min):
+            self._back_off(slot)
             return []
         drafts = drafts[:n_max]
         self._stats.drafted_tokens += len(drafts)
@@ -41,5 +50,14 @@ class Drafting:
         it kept them): cut the rest from the KV cache, count, tell the speculator."""
         if kept < len(drafts):
             cache.drop_slot_tail(slot.id, slot.n_past)
+        if kept:
+            slot.draft_backoff = 0
+        else:
+            self._back_off(slot)
         self._stats.drafted_accepted += kept
         self.speculator.accepted(slot.id, drafts[:kept], len(drafts))
+
+    @staticmethod
+    def _back_off(slot: Slot) -> None:
+        slot.draft_backoff = min(MAX_BACKOFF, max(1, 2 * slot.draft_backoff))
+        slot.draft_wait = slot.draft_backoff

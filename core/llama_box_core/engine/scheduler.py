@@ -281,7 +281,7 @@ class Scheduler:
         slot.pending = request.prompt[reuse:]
         slot.n_past = reuse
         slot.n_predicted = 0
-        slot.n_drafted = slot.n_drafts_accepted = 0
+        slot.n_drafted = slot.n_drafts_accepted = slot.draft_backoff = slot.draft_wait = 0
         room = info.n_ctx_slot - len(request.prompt)
         if config.context_shift and info.can_shift:
             room = request.n_predict if request.n_predict >= 0 else sys.maxsize

@@ -34,6 +34,10 @@ class Slot:
     """Draft tokens in this step's batch after ``next_token``, to verify."""
     n_drafted: int = 0
     n_drafts_accepted: int = 0
+    draft_backoff: int = 0
+    """Steps the slot last waited after drafts that were all rejected (0: none)."""
+    draft_wait: int = 0
+    """Steps left before the slot asks for drafts again."""
     n_in_batch: int = 0
     cache: list[int] = field(default_factory=list)
     """The tokens in this slot's KV cache, kept after a request for prompt reuse."""
