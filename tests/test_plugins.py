@@ -173,6 +173,39 @@ def test_jinja_chat_template_renders_in_a_sandbox(tmp_path) -> None:
     assert "chat template" in response.json()["error"]["message"]
 
 
+def test_chat_template_kwargs_reach_the_template(tmp_path) -> None:
+    template = tmp_path / "thinking.jinja"
+    template.write_text(
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+        "{% if enable_thinking is defined and not enable_thinking %}<no-think>{% endif %}"
+    )
+    pm = load_plugins(create_plugin_manager(), allow=[])
+    pm.register(FakeModelPlugin())
+    prompts = []
+    for kwargs in ({}, {"enable_thinking": False, "messages": "ignored"}):
+        settings = Settings(
+            model="fake.gguf",
+            jinja=True,
+            chat_template_file=str(template),
+            chat_template_kwargs=kwargs,
+        )
+        with TestClient(create_app(settings, pm)) as client:
+            client.app.state.engine.wait_until_settled()
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            prompts.append(client.post("/apply-template", json=body).json()["prompt"])
+    assert prompts == ["<user>hi", "<user>hi<no-think>"]
+
+
+def test_chat_template_kwargs_flag_wants_a_json_object() -> None:
+    from click.testing import CliRunner
+
+    from llama_box_server.cli import build_cli
+
+    cli = build_cli(load_plugins(create_plugin_manager(), allow=[]))
+    result = CliRunner().invoke(cli, ["--chat-template-kwargs", "[1]"])
+    assert result.exit_code == 2 and "want a JSON object" in result.output
+
+
 class StagePlugin:
     @hookimpl
     def llama_box_sampler_stages(self, register: Callable[..., None]) -> None:

@@ -121,6 +121,8 @@ class Settings(msgspec.Struct, kw_only=True):
     chat_template: str | None = None
     jinja: bool = False
     chat_template_file: str | None = None
+    chat_template_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Extra variables for the Jinja template (``{"enable_thinking": false}``)."""
     threads: int = -1
     threads_batch: int = -1
     ctx_size: int = 4096

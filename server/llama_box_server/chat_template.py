@@ -58,10 +58,12 @@ def llama_box_apply_chat_template(
         _warn_no_template(model.info.builtin_template)
         return None  # the model plugin's built-in template renders, as llama-server falls back
     try:
-        return compile_template(source).render(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
-            add_generation_prompt=True,
+        variables = {
+            **settings.chat_template_kwargs,  # --chat-template-kwargs, as llama-server passes
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "add_generation_prompt": True,
             **model.info.special_tokens,
-        )
+        }
+        return compile_template(source).render(variables)
     except jinja2.TemplateError as error:
         raise ValueError(f"the chat template failed: {error}") from error

@@ -56,7 +56,6 @@ REFUSED: dict[str, str] = {
     "--api-prefix": _NOT_YET,
     "--models-dir": "(several models, the router mode) is not served by llama-box",
     "--models-preset": "(several models, the router mode) is not served by llama-box",
-    "--chat-template-kwargs": _NOT_YET,
     "--reverse-prompt": "is for interactive use; send `stop` in the request",
     **{
         preset: _HUB

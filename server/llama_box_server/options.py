@@ -4,6 +4,9 @@ derived from ``SamplingParams`` in ``llama_box_server.sampling_options``."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import click
 
 from llama_box_server.option_kit import (
@@ -16,6 +19,23 @@ from llama_box_server.option_kit import (
     option,
 )
 
+
+class JsonObject(click.ParamType):
+    name = "json"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as error:
+            self.fail(f"not JSON: {error}", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail("want a JSON object", param, ctx)
+        return parsed
+
+
+JSON_OBJECT = JsonObject()
 CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 
 
@@ -306,6 +326,16 @@ def builtin_options() -> list[click.Option]:
             metavar="FILE",
             type=click.Path(exists=True, dir_okay=False),
             help="Set jinja chat template (implies --jinja)",
+        ),
+        option(
+            COMPLETION,
+            "--chat-template-kwargs",
+            metavar="STRING",
+            type=JSON_OBJECT,
+            default={},
+            envvar=env("CHAT_TEMPLATE_KWARGS"),
+            help="Additional variables for the Jinja template, a JSON object such as "
+            "'{\"enable_thinking\": false}'",
         ),
         option(
             COMPLETION,
