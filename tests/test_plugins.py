@@ -182,7 +182,8 @@ def test_chat_template_kwargs_reach_the_template(tmp_path) -> None:
     pm = load_plugins(create_plugin_manager(), allow=[])
     pm.register(FakeModelPlugin())
     prompts = []
-    for kwargs in ({}, {"enable_thinking": False, "messages": "ignored"}):
+    requests = ({}, {"enable_thinking": False, "messages": "ignored"}, {})
+    for kwargs, per_request in zip(requests, (None, None, {"enable_thinking": False}), strict=True):
         settings = Settings(
             model="fake.gguf",
             jinja=True,
@@ -192,8 +193,10 @@ def test_chat_template_kwargs_reach_the_template(tmp_path) -> None:
         with TestClient(create_app(settings, pm)) as client:
             client.app.state.engine.wait_until_settled()
             body = {"messages": [{"role": "user", "content": "hi"}]}
+            if per_request is not None:
+                body["chat_template_kwargs"] = per_request
             prompts.append(client.post("/apply-template", json=body).json()["prompt"])
-    assert prompts == ["<user>hi", "<user>hi<no-think>"]
+    assert prompts == ["<user>hi", "<user>hi<no-think>", "<user>hi<no-think>"]
 
 
 def test_chat_template_kwargs_flag_wants_a_json_object() -> None:

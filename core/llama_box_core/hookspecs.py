@@ -21,7 +21,7 @@ adds its own registration hooks (routes, CLI options) in ``llama_box_server.hook
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -107,10 +107,15 @@ def llama_box_create_speculator(model: Model, settings: Settings) -> Speculator 
 
 @hookspec(firstresult=True)
 def llama_box_apply_chat_template(
-    model: Model, messages: Sequence[ChatMessage], settings: Settings
+    model: Model,
+    messages: Sequence[ChatMessage],
+    settings: Settings,
+    template_kwargs: Mapping[str, Any],
 ) -> str | None:
     """Render chat messages into the prompt text, ending with the assistant's turn.
 
+    ``template_kwargs`` are extra variables for templates that take them (a request's
+    ``chat_template_kwargs`` over ``--chat-template-kwargs``, e.g. ``enable_thinking``).
     Return ``None`` to let the next implementation render. Raise ``ValueError`` for
     messages the template refuses (the client gets a 400 with the reason).
     """

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -49,7 +50,10 @@ def _warn_no_template(builtin: str) -> None:
 
 @hookimpl(tryfirst=True)
 def llama_box_apply_chat_template(
-    model: Model, messages: Sequence[ChatMessage], settings: Settings
+    model: Model,
+    messages: Sequence[ChatMessage],
+    settings: Settings,
+    template_kwargs: Mapping[str, Any],
 ) -> str | None:
     if not settings.jinja:
         return None
@@ -59,7 +63,7 @@ def llama_box_apply_chat_template(
         return None  # the model plugin's built-in template renders, as llama-server falls back
     try:
         variables = {
-            **settings.chat_template_kwargs,  # --chat-template-kwargs, as llama-server passes
+            **template_kwargs,  # a request's over --chat-template-kwargs, as llama-server
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "add_generation_prompt": True,
             **model.info.special_tokens,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -236,10 +236,14 @@ def split_prompts(prompt: Prompt) -> list[str | list[PromptPart]]:
     return list(prompt)  # type: ignore[arg-type]
 
 
-async def render_chat(engine: Engine, messages: Sequence[ChatMessage]) -> str:
+async def render_chat(
+    engine: Engine,
+    messages: Sequence[ChatMessage],
+    template_kwargs: Mapping[str, Any] | None = None,
+) -> str:
     """The prompt the chat template makes of ``messages``; a refusal is a 400."""
     try:
-        return await engine.apply_chat_template(messages)
+        return await engine.apply_chat_template(messages, template_kwargs)
     except ValueError as error:
         raise ApiError(400, str(error)) from error
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -228,10 +228,14 @@ class Engine:
             raise ValueError("no plugin can build a sampler for this model")
         return sampler
 
-    async def apply_chat_template(self, messages: Sequence[ChatMessage]) -> str:
+    async def apply_chat_template(
+        self, messages: Sequence[ChatMessage], template_kwargs: Mapping[str, Any] | None = None
+    ) -> str:
+        """The prompt for ``messages``; ``template_kwargs`` over --chat-template-kwargs."""
         return await asyncio.to_thread(
             self.hook.llama_box_apply_chat_template,
             model=self._model(),
             messages=messages,
             settings=self._settings,
+            template_kwargs={**self._settings.chat_template_kwargs, **(template_kwargs or {})},
         )

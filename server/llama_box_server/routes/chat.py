@@ -62,6 +62,8 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     continue_final_message: bool = False
     """Continue the last (assistant) message instead of starting a new turn (vLLM's name
     for what llama-server also does when the last message is the assistant's)."""
+    chat_template_kwargs: dict[str, Any] | None = None
+    """Extra Jinja template variables for this request, over --chat-template-kwargs."""
 
 
 class MessageOut(msgspec.Struct, kw_only=True):
@@ -134,7 +136,7 @@ async def chat_prompt(engine: Engine, data: ChatCompletionRequest | TemplateRequ
     """The prompt of a chat request. A final assistant message is continued, as
     llama-server does: the turns before it are rendered up to the assistant's turn, and
     its text follows (``continue_final_message`` asks for exactly that)."""
-    messages = data.messages
+    messages, kwargs = data.messages, data.chat_template_kwargs
     if len(messages) >= 2 and messages[-1].role == messages[-2].role == "assistant":
         raise ApiError(400, "Cannot have 2 or more assistant messages at the end of the list.")
     if data.continue_final_message and data.add_generation_prompt:
@@ -142,8 +144,8 @@ async def chat_prompt(engine: Engine, data: ChatCompletionRequest | TemplateRequ
     if messages[-1].role != "assistant":
         if data.continue_final_message:
             raise ApiError(400, "continue_final_message needs a final assistant message")
-        return await render_chat(engine, [flatten(m) for m in messages])
-    head = await render_chat(engine, [flatten(m) for m in messages[:-1]])
+        return await render_chat(engine, [flatten(m) for m in messages], kwargs)
+    head = await render_chat(engine, [flatten(m) for m in messages[:-1]], kwargs)
     return head + flatten(messages[-1], "\n\n").content
 
 
@@ -241,6 +243,7 @@ class TemplateRequest(msgspec.Struct, kw_only=True):
     messages: Annotated[list[MessageIn], Meta(min_length=1)]
     add_generation_prompt: bool | None = None
     continue_final_message: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
 class RenderedPrompt(msgspec.Struct, kw_only=True):
