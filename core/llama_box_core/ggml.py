@@ -186,12 +186,11 @@ class Ggml:
         return features
 
     def load_backend(self, path: str) -> str:
-        """Load a backend module (a ggml built with GGML_BACKEND_DL) and register it;
+        """Load a backend module (a ggml built with GGML_BACKEND_DL; ggml registers it);
         return its registry's name."""
         reg = self.lib.ggml_backend_load(path.encode())
         if reg == self.ffi.NULL:
             raise GgmlError(f"ggml could not load the backend module {path}")
-        self.lib.ggml_backend_register(reg)
         return self._text(self.lib.ggml_backend_reg_name(reg))
 
     def add_rpc_server(self, endpoint: str) -> list[Device]:

@@ -70,8 +70,8 @@ def speculation_options() -> list[click.Option]:
             "--spec-draft-device",
             "device_draft",
             metavar="<dev1,dev2,...>",
-            help="Devices to offload the draft model to (accepted; no effect until llama-box "
-            "selects devices: the draft runs where -ngld puts it)",
+            help="A comma-separated list of devices to use for offloading the draft model "
+            "(none = don't offload)",
         ),
         option(
             SPECULATIVE,

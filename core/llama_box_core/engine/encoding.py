@@ -103,11 +103,14 @@ class EncodeQueue:
             tokens = request.inputs[index]
             if isinstance(tokens, str):
                 # Here rather than on a worker thread: one hop less for a short input.
-                tokens = request.inputs[index] = tokenize(tokens)
                 try:
+                    tokens = request.inputs[index] = tokenize(tokens)
                     check_input(index, tokens, info)
                 except ValueError as error:
                     self._answer_error(request, InvalidBatch(str(error)), 400)
+                    continue
+                except Exception as error:  # a plugin's bug: this request fails, not the queue
+                    self._answer_error(request, DecodeError(f"tokenizing failed: {error}"), 500)
                     continue
             if len(tokens) > batch.room:
                 break
@@ -125,7 +128,7 @@ class EncodeQueue:
                 raise DecodeError("no plugin decodes this model")
             for request, index, seq, row in taken:
                 request.results[index] = self._read(outputs, request, index, seq, row)
-        except (DecodeError, ValueError) as error:
+        except Exception as error:  # every request of the step is answered, never left waiting
             status = getattr(error, "status", 500)
             for request in {id(r): r for r, *_ in taken}.values():
                 self._answer_error(request, error, status)

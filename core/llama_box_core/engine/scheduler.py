@@ -305,6 +305,7 @@ class Scheduler:
         for slot in self.slots:
             slot.batch_index = -1
             slot.n_in_batch = 0
+            slot.drafts = []  # none survive a step that failed half-way
         for slot in generating:
             if slot.n_past >= info.n_ctx_slot:
                 self._shift_context(slot)
@@ -481,6 +482,7 @@ class Scheduler:
         slot.sampler = None
         slot.assembler = None
         slot.pending = []
+        slot.drafts = []
 
     def _post(self, request: GenerationRequest, event: Event) -> None:
         post_events([(request, event)])

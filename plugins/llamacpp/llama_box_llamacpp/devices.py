@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import socket
 import sys
+import time
 
 from llama_box_core.ggml import Ggml, GgmlError, open_ggml
 from llama_box_core.settings import Settings
@@ -82,6 +84,19 @@ def _serve(settings: Settings, endpoint: str, devices: list[int]) -> None:
     ggml.start_rpc_server(endpoint, cache, max(1, settings.n_threads), devices)
 
 
+def _wait_until_listening(child: multiprocessing.process.BaseProcess, host: str, port: int) -> bool:
+    """True once the child's server accepts connections; False if it died first."""
+    address = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    deadline = time.monotonic() + 120
+    while child.is_alive() and time.monotonic() < deadline:
+        try:
+            socket.create_connection((address.strip("[]"), port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 def run_rpc_server(settings: Settings) -> bool:
     """Serve one device over RPC from a child process (ggml's server never returns) until
     SIGTERM or SIGINT, then stop it and return."""
@@ -102,11 +117,14 @@ def run_rpc_server(settings: Settings) -> bool:
         else f"{host}:{settings.rpc_server_port}"
     )
     names = ", ".join(ggml.device(i).name for i in chosen)
-    log.info("serving %s over RPC at %s", names, endpoint)
-    child = multiprocessing.get_context("fork").Process(
+    # spawn, not fork: a GPU backend already started in this process cannot be used in a
+    # forked child.
+    child = multiprocessing.get_context("spawn").Process(
         target=_serve, args=(settings, endpoint, chosen), daemon=True
     )
     child.start()
+    if _wait_until_listening(child, host, settings.rpc_server_port):
+        log.info("serving %s over RPC at %s", names, endpoint)
 
     def stop(signum: int, _frame: object) -> None:
         child.terminate()

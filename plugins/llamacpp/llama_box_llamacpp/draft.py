@@ -9,12 +9,15 @@ from collections.abc import Sequence
 import msgspec
 import numpy as np
 
-from llama_box_core.model import DecodeBatch
+from llama_box_core.model import DecodeBatch, DecodeError
 from llama_box_core.settings import Settings
 from llama_box_llamacpp.model import LlamaCppModel
 
 log = logging.getLogger(__name__)
 
+VOCAB_SIZE_TOLERANCE = 128
+"""As llama.cpp: a draft may have up to this many tokens more or fewer than the target
+(a family's small and large models often pad their vocabularies differently)."""
 VOCAB_CHECK_STRIDE = 97
 """Compare the text of every 97th token (and the first 1000): enough to tell two
 tokenizers apart without 262k native calls at start-up."""
@@ -35,6 +38,11 @@ def draft_settings(settings: Settings) -> Settings:
             if settings.threads_draft > 0
             else settings.threads_batch
         ),
+        device=settings.device_draft,
+        split_mode="layer",
+        tensor_split=None,
+        main_gpu=0,
+        override_tensor=(),
         embeddings=False,
         rerank=False,
         warmup=False,
@@ -45,12 +53,13 @@ def check_vocabularies(target: LlamaCppModel, draft: LlamaCppModel) -> None:
     """``ValueError`` unless the draft's token ids mean what the target's do."""
     t, d = target.info, draft.info
     problems = []
-    if t.n_vocab != d.n_vocab:
+    n_vocab = min(t.n_vocab, d.n_vocab)
+    if abs(t.n_vocab - d.n_vocab) > VOCAB_SIZE_TOLERANCE:
         problems.append(f"{d.n_vocab} tokens against the target's {t.n_vocab}")
     elif t.special_tokens != d.special_tokens or t.add_bos != d.add_bos:
         problems.append("other BOS/EOS tokens")
     else:
-        ids = [*range(min(1000, t.n_vocab)), *range(1000, t.n_vocab, VOCAB_CHECK_STRIDE)]
+        ids = [*range(min(1000, n_vocab)), *range(1000, n_vocab, VOCAB_CHECK_STRIDE)]
         differ = next((i for i in ids if target._piece(i, True) != draft._piece(i, True)), None)
         if differ is not None:
             problems.append(f"token {differ} is {draft._piece(differ, True)!r} in the draft")
@@ -80,12 +89,22 @@ class DraftSpeculator:
             self.model.close()
             raise
         self.p_min = settings.draft_p_min
+        self.n_vocab = target.info.n_vocab
         self._batch = DecodeBatch(max(1, min(settings.batch_size, self.model.info.n_ctx_slot)))
         self._seen: dict[int, list[int]] = {}
         """Per slot: the tokens the draft's KV cache holds for it."""
         log.info("draft model %s loaded", path)
 
     def propose(self, slot_id: int, tokens: Sequence[int], n_max: int) -> list[int]:
+        try:
+            return self._draft(slot_id, tokens, n_max)
+        except DecodeError as error:  # the draft's own cache is full, say: draft nothing
+            log.warning("draft model: %s; no drafts for slot %d this step", error, slot_id)
+            self.model.clear_slot(slot_id)
+            self._seen.pop(slot_id, None)
+            return []
+
+    def _draft(self, slot_id: int, tokens: Sequence[int], n_max: int) -> list[int]:
         model, batch = self.model, self._batch
         if len(tokens) + n_max > model.info.n_ctx_slot:
             return []
@@ -109,6 +128,8 @@ class DraftSpeculator:
         while True:
             logits = outputs.logits(row)
             token = int(logits.argmax())
+            if token >= self.n_vocab:  # a token the target does not have
+                break
             if self.p_min > 0 and top_probability(logits, float(logits[token])) < self.p_min:
                 break
             drafts.append(token)

@@ -61,6 +61,8 @@ def placement_fields(settings: Settings) -> tuple[dict[str, Any], list[Any]]:
             fields["devices"] = ctypes.cast(devices, ctypes.c_void_p)
         if settings.tensor_split:
             parts = [float(p) for p in re.split(r"[,/]", settings.tensor_split) if p.strip()]
+            if len(parts) > lc.llama_max_devices():
+                raise GgmlError(f"-ts gives {len(parts)} parts; at most {lc.llama_max_devices()}")
             split = (ctypes.c_float * lc.llama_max_devices())(*parts)
             keep.append(split)
             fields["tensor_split"] = split
