@@ -25,8 +25,8 @@ class Speculator(Protocol):
 
     def propose(self, slot_id: int, tokens: Sequence[int], n_max: int) -> list[int]:
         """Up to ``n_max`` tokens likely to follow ``tokens`` (all of the slot's tokens:
-        prompt, generated, and last the token the step decodes next). Fewer, or none,
-        when unsure."""
+        prompt, generated, and last the token the step decodes next; valid during the call
+        only: copy what you keep). Fewer, or none, when unsure."""
         ...
 
     def accepted(self, slot_id: int, tokens: Sequence[int], n_drafted: int) -> None:
@@ -35,7 +35,8 @@ class Speculator(Protocol):
         ...
 
     def release(self, slot_id: int, tokens: Sequence[int]) -> None:
-        """The slot's request ended with these tokens (a lookup cache may learn them)."""
+        """The slot's request ended with these tokens (a lookup cache may learn them); the
+        slot's next tokens belong to another request."""
         ...
 
     def close(self) -> None:

@@ -36,7 +36,11 @@ class Drafting:
         )
         if n_max < max(1, config.draft_min):
             return []
-        drafts = self.speculator.propose(slot.id, [*slot.cache, slot.next_token], n_max)
+        slot.cache.append(slot.next_token)  # lent for the call: no copy of the context
+        try:
+            drafts = self.speculator.propose(slot.id, slot.cache, n_max)
+        finally:
+            slot.cache.pop()
         if len(drafts) < max(1, config.draft_min):
             self._back_off(slot)
             return []

@@ -62,6 +62,8 @@ class Slot:
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading tokens two sequences share."""
     n = min(len(a), len(b))
+    if list(a[:n]) == list(b[:n]):  # the usual answer, compared in C, not token by token
+        return n
     for i in range(n):
         if a[i] != b[i]:
             return i

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import msgspec
 import numpy as np
 
+from llama_box_core.engine.slots import common_prefix
 from llama_box_core.model import DecodeBatch, DecodeError
 from llama_box_core.settings import Settings
 from llama_box_llamacpp.model import LlamaCppModel
@@ -108,12 +109,8 @@ class DraftSpeculator:
         model, batch = self.model, self._batch
         if len(tokens) + n_max > model.info.n_ctx_slot:
             return []
-        seen = self._seen.get(slot_id, [])
-        keep = 0
-        for a, b in zip(seen, tokens, strict=False):
-            if a != b:
-                break
-            keep += 1
+        seen = self._seen.setdefault(slot_id, [])
+        keep = common_prefix(seen, tokens)
         keep = min(keep, len(tokens) - 1)  # the last token is decoded again for its logits
         if not model.keep_slot_prefix(slot_id, keep):
             keep = 0
@@ -138,7 +135,9 @@ class DraftSpeculator:
             batch.clear()
             row = batch.add([token], len(tokens) + len(drafts) - 1, slot_id)
             outputs = model.decode(batch)
-        self._seen[slot_id] = [*tokens, *drafts[:-1]] if drafts else list(tokens)
+        del seen[keep:]  # what the draft's cache holds now: tokens, then drafts but the last
+        seen += tokens[keep:]
+        seen += drafts[:-1]
         return drafts
 
     def accepted(self, slot_id: int, tokens: Sequence[int], n_drafted: int) -> None:

@@ -31,16 +31,15 @@ class LookupSpeculator:
                 self.dynamic = ngrams.load(self.dynamic_path)
             except FileNotFoundError:
                 log.info("the dynamic lookup cache %s is new", self.dynamic_path)
-        self._contexts: dict[int, tuple[list[int], ngrams.NgramCache]] = {}
+        self._contexts: dict[int, tuple[int, ngrams.NgramCache]] = {}
+        """Per slot: how many of its tokens the context cache has counted, and the cache."""
 
     def _context(self, slot_id: int, tokens: Sequence[int]) -> ngrams.NgramCache:
-        seen, cache = self._contexts.get(slot_id, ([], {}))
-        n = len(seen)
-        if len(tokens) < n or list(tokens[:n]) != seen:  # another request: start over
-            seen, cache, n = [], {}, 0
-        seen = list(tokens)
-        ngrams.update(cache, seen, n, self.n_min, ngrams.NGRAM_MAX)
-        self._contexts[slot_id] = (seen, cache)
+        n, cache = self._contexts.get(slot_id, (0, {}))
+        if len(tokens) < n:  # a context shift dropped tokens: count them again
+            n, cache = 0, {}
+        ngrams.update(cache, tokens, n, self.n_min, ngrams.NGRAM_MAX)
+        self._contexts[slot_id] = (len(tokens), cache)
         return cache
 
     def propose(self, slot_id: int, tokens: Sequence[int], n_max: int) -> list[int]:
@@ -51,6 +50,7 @@ class LookupSpeculator:
         pass  # the context cache learns the kept tokens with the next proposal
 
     def release(self, slot_id: int, tokens: Sequence[int]) -> None:
+        self._contexts.pop(slot_id, None)  # the slot's next request starts its own context
         if self.dynamic_path:
             ngrams.update(self.dynamic, tokens, 0, self.n_min, ngrams.NGRAM_MAX)
 
