@@ -87,7 +87,7 @@ def draft(
     """Tokens likely to follow ``tokens``: each from the longest n-gram of the context
     cache that is sure enough, else of the dynamic cache, else of the static one."""
     out: list[int] = []
-    sequence = list(tokens)
+    sequence = list(tokens[-NGRAM_MAX:])  # only the last n-gram is looked up
     while len(out) < n_max:
         found = None
         for cache, thresholds in ((context, LAX), (dynamic, STRICT)):
